@@ -1,0 +1,242 @@
+//! A small sorted map of byte strings packed into one allocation.
+//!
+//! Sessions hold two such maps (metadata and data). A session is read far
+//! more often than it is written, so the layout favours reads: one buffer,
+//! entries in key order, each `varint(key len) varint(value len) key value`.
+//! Replies stream straight out of it; a write builds a new buffer.
+
+use std::collections::BTreeMap;
+
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct FlatMap {
+    buf: Box<[u8]>,
+    count: u32,
+}
+
+impl std::fmt::Debug for FlatMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(
+                self.iter()
+                    .map(|(k, v)| (String::from_utf8_lossy(k), String::from_utf8_lossy(v))),
+            )
+            .finish()
+    }
+}
+
+/// Why an encoded map was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlatMapError {
+    Truncated,
+    Unordered,
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: usize) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(buf: &[u8], pos: &mut usize) -> Option<usize> {
+    let mut v: usize = 0;
+    for shift in (0..35).step_by(7) {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        v |= ((b & 0x7f) as usize) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+fn varint_len(v: usize) -> usize {
+    let mut n = 1;
+    let mut v = v >> 7;
+    while v > 0 {
+        n += 1;
+        v >>= 7;
+    }
+    n
+}
+
+/// Iterator over the entries of a [`FlatMap`], in key order.
+pub struct Iter<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.pos >= self.buf.len() {
+            return None;
+        }
+        let klen = get_varint(self.buf, &mut self.pos)?;
+        let vlen = get_varint(self.buf, &mut self.pos)?;
+        let kend = self.pos.checked_add(klen)?;
+        let vend = kend.checked_add(vlen)?;
+        let key = self.buf.get(self.pos..kend)?;
+        let value = self.buf.get(kend..vend)?;
+        self.pos = vend;
+        Some((key, value))
+    }
+}
+
+impl FlatMap {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Builds a map from pairs in any order; a later pair wins over an
+    /// earlier one with the same key.
+    pub fn from_pairs<'a, I>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    {
+        let sorted: BTreeMap<&[u8], &[u8]> = pairs.into_iter().collect();
+        Self::from_sorted(sorted.into_iter().collect())
+    }
+
+    fn from_sorted(entries: Vec<(&[u8], &[u8])>) -> Self {
+        let size: usize = entries
+            .iter()
+            .map(|(k, v)| varint_len(k.len()) + varint_len(v.len()) + k.len() + v.len())
+            .sum();
+        let mut out = Vec::with_capacity(size);
+        let mut count = 0u32;
+        for (k, v) in entries {
+            put_varint(&mut out, k.len());
+            put_varint(&mut out, v.len());
+            out.extend_from_slice(k);
+            out.extend_from_slice(v);
+            count += 1;
+        }
+        FlatMap {
+            buf: out.into_boxed_slice(),
+            count,
+        }
+    }
+
+    /// Validates an encoded buffer (from RDB, RESTORE or replication):
+    /// every length inside it is checked and keys must be strictly ascending.
+    pub fn from_encoded(buf: &[u8]) -> Result<Self, FlatMapError> {
+        let mut pos = 0;
+        let mut count = 0u32;
+        let mut prev: Option<&[u8]> = None;
+        while pos < buf.len() {
+            let klen = get_varint(buf, &mut pos).ok_or(FlatMapError::Truncated)?;
+            let vlen = get_varint(buf, &mut pos).ok_or(FlatMapError::Truncated)?;
+            let kend = pos.checked_add(klen).ok_or(FlatMapError::Truncated)?;
+            let vend = kend.checked_add(vlen).ok_or(FlatMapError::Truncated)?;
+            if vend > buf.len() {
+                return Err(FlatMapError::Truncated);
+            }
+            let key = &buf[pos..kend];
+            if prev.is_some_and(|p| p >= key) {
+                return Err(FlatMapError::Unordered);
+            }
+            prev = Some(key);
+            pos = vend;
+            count = count.checked_add(1).ok_or(FlatMapError::Truncated)?;
+        }
+        Ok(FlatMap {
+            buf: buf.into(),
+            count,
+        })
+    }
+
+    /// The encoded form, as stored and as persisted.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn iter(&self) -> Iter<'_> {
+        Iter {
+            buf: &self.buf,
+            pos: 0,
+        }
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// Sum of key and value lengths: what the data limit counts.
+    pub fn payload_bytes(&self) -> usize {
+        self.iter().map(|(k, v)| k.len() + v.len()).sum()
+    }
+
+    /// A new map with `set` written over this one and `unset` removed.
+    pub fn merged(&self, set: &[(&[u8], &[u8])], unset: &[&[u8]]) -> Self {
+        let mut all: BTreeMap<&[u8], &[u8]> = self.iter().collect();
+        for k in unset {
+            all.remove(k);
+        }
+        for (k, v) in set {
+            all.insert(k, v);
+        }
+        Self::from_sorted(all.into_iter().collect())
+    }
+
+    /// Bytes held on the heap, for `MEMORY USAGE`.
+    pub fn heap_bytes(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_pair_wins_and_order_is_sorted() {
+        let m = FlatMap::from_pairs([(&b"b"[..], &b"1"[..]), (b"a", b"2"), (b"b", b"3")]);
+        let v: Vec<_> = m.iter().collect();
+        assert_eq!(v, vec![(&b"a"[..], &b"2"[..]), (&b"b"[..], &b"3"[..])]);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m.get(b"b"), Some(&b"3"[..]));
+        assert_eq!(m.payload_bytes(), 4);
+    }
+
+    #[test]
+    fn merge_sets_and_unsets() {
+        let m = FlatMap::from_pairs([(&b"a"[..], &b"1"[..]), (b"b", b"2")]);
+        let m2 = m.merged(&[(b"c", b"3"), (b"a", b"9")], &[b"b", b"zz"]);
+        let v: Vec<_> = m2.iter().collect();
+        assert_eq!(v, vec![(&b"a"[..], &b"9"[..]), (&b"c"[..], &b"3"[..])]);
+    }
+
+    #[test]
+    fn decoder_refuses_bad_buffers() {
+        let m = FlatMap::from_pairs([(&b"a"[..], &b"1"[..]), (b"b", b"2")]);
+        let bytes = m.as_bytes();
+        assert_eq!(FlatMap::from_encoded(bytes).unwrap(), m);
+        assert_eq!(
+            FlatMap::from_encoded(&bytes[..bytes.len() - 1]),
+            Err(FlatMapError::Truncated)
+        );
+        let swapped = [&bytes[4..], &bytes[..4]].concat();
+        assert_eq!(FlatMap::from_encoded(&swapped), Err(FlatMapError::Unordered));
+        assert_eq!(FlatMap::from_encoded(&[0xff; 9]), Err(FlatMapError::Truncated));
+    }
+
+    #[test]
+    fn long_values_use_multibyte_lengths() {
+        let big = vec![7u8; 70_000];
+        let m = FlatMap::from_pairs([(&b"k"[..], &big[..])]);
+        assert_eq!(m.get(b"k").map(|v| v.len()), Some(70_000));
+        assert_eq!(FlatMap::from_encoded(m.as_bytes()).unwrap(), m);
+    }
+}

@@ -1,0 +1,353 @@
+//! The keyed session commands: CREATE, GET, RENEW, SET, CAS, REVOKE, TTL.
+//! Each parses its arguments, opens the key once, calls a transition of
+//! `core::session` and hands the result to `apply::commit`.
+
+use super::apply::{commit, Write};
+use super::config;
+use super::guard::{Args, CmdError, CmdResult};
+use super::parse::{self, is, once};
+use super::rm::{self, Ctx, Key, Slot};
+use crate::core::flatmap::FlatMap;
+use crate::core::keys;
+use crate::core::session::{Session, State, Timeouts, REASON_MAX};
+
+/// Refuses a key that is not `<prefix><tenant>:<sid>`.
+fn check_key(ctx: Ctx, args: &Args) -> CmdResult {
+    let name = args.get(1);
+    config::with_prefix(ctx.0, |prefix| keys::parse(name, prefix).map(|_| ())).ok_or(CmdError::InvalidKey)
+}
+
+/// A session as the commands see it.
+enum Found<'a> {
+    Missing,
+    Revoked(&'a [u8]),
+    Live(&'a mut Session),
+}
+
+fn lookup(key: &Key, now: i64) -> Result<Found<'_>, CmdError> {
+    match key.slot() {
+        Slot::Empty => Ok(Found::Missing),
+        Slot::Other => Err(CmdError::WrongType),
+        Slot::Session(s) => Ok(match s.state(now) {
+            State::Expired => Found::Missing,
+            State::Revoked => Found::Revoked(&s.reason),
+            State::Active | State::Grace => Found::Live(s),
+        }),
+    }
+}
+
+/// Opens the session named by argv[1]; `Ok(None)` when missing.
+fn open_live<'k>(key: &'k Key, now: i64) -> Result<Option<&'k mut Session>, CmdError> {
+    match lookup(key, now)? {
+        Found::Missing => Ok(None),
+        Found::Revoked(reason) => Err(CmdError::Revoked(reason.to_vec())),
+        Found::Live(s) => Ok(Some(s)),
+    }
+}
+
+/// SESSION.CREATE key [SUBJECT s] [IDLE ms] [ABSOLUTE ms] [GRACE ms] [META n name value ...] [DATA field value ...]
+pub fn create(ctx: Ctx, args: Args) -> CmdResult {
+    check_key(ctx, &args)?;
+    let (mut subject, mut idle, mut absolute, mut grace, mut meta) = (None, None, None, None, None);
+    let mut data = Vec::new();
+    let mut i = 2;
+    while i < args.len() {
+        let opt = args.get(i);
+        if is(opt, "SUBJECT") {
+            once(&mut subject, parse::value(&args, i)?)?;
+            i += 2;
+        } else if is(opt, "IDLE") {
+            once(&mut idle, parse::time(parse::value(&args, i)?, 1)?)?;
+            i += 2;
+        } else if is(opt, "ABSOLUTE") {
+            once(&mut absolute, parse::time(parse::value(&args, i)?, 0)?)?;
+            i += 2;
+        } else if is(opt, "GRACE") {
+            once(&mut grace, parse::time(parse::value(&args, i)?, 0)?)?;
+            i += 2;
+        } else if is(opt, "META") {
+            let (range, next) = parse::counted(&args, i, 2)?;
+            once(&mut meta, parse::pairs(&args, range))?;
+            i = next;
+        } else if is(opt, "DATA") {
+            data = parse::data_tail(&args, i, "session.create")?;
+            break;
+        } else {
+            return Err(CmdError::Syntax);
+        }
+    }
+    let defaults = config::default_timeouts();
+    let t = Timeouts {
+        idle: idle.unwrap_or(defaults.idle),
+        absolute: absolute.unwrap_or(defaults.absolute),
+        grace: grace.unwrap_or(defaults.grace),
+    };
+    let now = rm::now_ms();
+    let key = Key::open(ctx, args.raw(1), true);
+    match key.slot() {
+        Slot::Other => return Err(CmdError::WrongType),
+        Slot::Session(s) if s.state(now) != State::Expired => return Err(CmdError::Exists),
+        _ => {}
+    }
+    let session = Session::create(
+        now,
+        subject.unwrap_or_default(),
+        t,
+        FlatMap::from_pairs(meta.unwrap_or_default()),
+        FlatMap::from_pairs(data),
+        &config::limits(),
+    )?;
+    if !key.put(Box::new(session)) {
+        return Err(CmdError::Err("could not store the session".into()));
+    }
+    if let Slot::Session(s) = key.slot() {
+        commit(ctx, &key, args.raw(1), s, Write::Create);
+        ctx.reply_int(s.version);
+    }
+    Ok(())
+}
+
+/// Which data fields a read returns.
+enum DataView<'a> {
+    All,
+    Fields(Vec<&'a [u8]>),
+    None,
+}
+
+/// SESSION.GET key [TOUCH] [FIELDS n field ...] [NODATA]
+pub fn get(ctx: Ctx, args: Args) -> CmdResult {
+    check_key(ctx, &args)?;
+    let mut touch = false;
+    let mut view = None;
+    let mut i = 2;
+    while i < args.len() {
+        let opt = args.get(i);
+        if is(opt, "TOUCH") && !touch {
+            touch = true;
+            i += 1;
+        } else if is(opt, "NODATA") {
+            once(&mut view, DataView::None)?;
+            i += 1;
+        } else if is(opt, "FIELDS") {
+            let (range, next) = parse::counted(&args, i, 1)?;
+            once(&mut view, DataView::Fields(range.map(|j| args.get(j)).collect()))?;
+            i = next;
+        } else {
+            return Err(CmdError::Syntax);
+        }
+    }
+    let now = rm::now_ms();
+    let key = Key::open(ctx, args.raw(1), touch);
+    let Some(s) = open_live(&key, now)? else {
+        ctx.reply_null();
+        return Ok(());
+    };
+    if touch && s.renew(now, None, config::touch_resolution()).applied {
+        commit(ctx, &key, args.raw(1), s, Write::Renew);
+    }
+    reply_session(ctx, s, now, &view.unwrap_or(DataView::All));
+    Ok(())
+}
+
+fn reply_pairs<'a>(ctx: Ctx, len: usize, pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) {
+    ctx.reply_map(len);
+    for (k, v) in pairs {
+        ctx.reply_bulk(k);
+        ctx.reply_bulk(v);
+    }
+}
+
+/// The session map of SPEC `SESSION.GET`, written straight from the stored value.
+fn reply_session(ctx: Ctx, s: &Session, now: i64, view: &DataView) {
+    ctx.reply_map(if matches!(view, DataView::None) { 9 } else { 10 });
+    ctx.reply_simple(c"subject");
+    ctx.reply_bulk(&s.subject);
+    ctx.reply_simple(c"created");
+    ctx.reply_int(s.created);
+    ctx.reply_simple(c"version");
+    ctx.reply_int(s.version);
+    ctx.reply_simple(c"state");
+    ctx.reply_simple(if s.state(now) == State::Grace {
+        c"grace"
+    } else {
+        c"active"
+    });
+    ctx.reply_simple(c"last_access");
+    ctx.reply_int(s.last_access);
+    ctx.reply_simple(c"idle_deadline");
+    ctx.reply_int(s.idle_deadline());
+    ctx.reply_simple(c"absolute_deadline");
+    ctx.reply_int(if s.absolute_deadline > 0 {
+        s.absolute_deadline
+    } else {
+        -1
+    });
+    ctx.reply_simple(c"grace_until");
+    ctx.reply_int(s.grace_until());
+    ctx.reply_simple(c"meta");
+    reply_pairs(ctx, s.meta.len(), s.meta.iter());
+    match view {
+        DataView::None => {}
+        DataView::All => {
+            ctx.reply_simple(c"data");
+            reply_pairs(ctx, s.data.len(), s.data.iter());
+        }
+        DataView::Fields(fields) => {
+            ctx.reply_simple(c"data");
+            ctx.reply_map_postponed();
+            let mut n = 0;
+            for (j, f) in fields.iter().enumerate() {
+                if fields[..j].contains(f) {
+                    continue;
+                }
+                if let Some(v) = s.data.get(f) {
+                    ctx.reply_bulk(f);
+                    ctx.reply_bulk(v);
+                    n += 1;
+                }
+            }
+            ctx.set_map_len(n);
+        }
+    }
+}
+
+/// SESSION.RENEW key [IDLE ms]
+pub fn renew(ctx: Ctx, args: Args) -> CmdResult {
+    check_key(ctx, &args)?;
+    let idle = match args.len() {
+        2 => None,
+        4 if is(args.get(2), "IDLE") => Some(parse::time(args.get(3), 1)?),
+        _ => return Err(CmdError::Syntax),
+    };
+    let now = rm::now_ms();
+    let key = Key::open(ctx, args.raw(1), true);
+    let Some(s) = open_live(&key, now)? else {
+        ctx.reply_null();
+        return Ok(());
+    };
+    if s.renew(now, idle, config::touch_resolution()).applied {
+        commit(ctx, &key, args.raw(1), s, Write::Renew);
+    }
+    ctx.reply_int(s.ms_to_idle_deadline(now));
+    Ok(())
+}
+
+/// SESSION.SET key [IFVERSION v] [META n name value ...] [UNSET n field ...] [DATA field value ...]
+pub fn set(ctx: Ctx, args: Args) -> CmdResult {
+    check_key(ctx, &args)?;
+    let (mut if_version, mut meta, mut unset, mut data) = (None, None, None, None);
+    let mut i = 2;
+    while i < args.len() {
+        let opt = args.get(i);
+        if is(opt, "IFVERSION") {
+            once(&mut if_version, parse::at_least(parse::value(&args, i)?, 0)?)?;
+            i += 2;
+        } else if is(opt, "META") {
+            let (range, next) = parse::counted(&args, i, 2)?;
+            once(&mut meta, parse::pairs(&args, range))?;
+            i = next;
+        } else if is(opt, "UNSET") {
+            let (range, next) = parse::counted(&args, i, 1)?;
+            once(&mut unset, range.map(|j| args.get(j)).collect::<Vec<_>>())?;
+            i = next;
+        } else if is(opt, "DATA") {
+            data = Some(parse::data_tail(&args, i, "session.set")?);
+            break;
+        } else {
+            return Err(CmdError::Syntax);
+        }
+    }
+    if meta.is_none() && unset.is_none() && data.is_none() {
+        return Err(CmdError::Syntax);
+    }
+    let now = rm::now_ms();
+    let key = Key::open(ctx, args.raw(1), true);
+    let Some(s) = open_live(&key, now)? else {
+        ctx.reply_null();
+        return Ok(());
+    };
+    let version = s.set(
+        if_version,
+        &meta.unwrap_or_default(),
+        &unset.unwrap_or_default(),
+        &data.unwrap_or_default(),
+        &config::limits(),
+    )?;
+    commit(ctx, &key, args.raw(1), s, Write::Set);
+    ctx.reply_int(version);
+    Ok(())
+}
+
+/// SESSION.CAS key version [DATA field value ...]
+pub fn cas(ctx: Ctx, args: Args) -> CmdResult {
+    check_key(ctx, &args)?;
+    let version = parse::at_least(args.get(2), 0)?;
+    let data = match args.len() {
+        3 => Vec::new(),
+        _ if is(args.get(3), "DATA") => parse::data_tail(&args, 3, "session.cas")?,
+        _ => return Err(CmdError::Syntax),
+    };
+    let now = rm::now_ms();
+    let key = Key::open(ctx, args.raw(1), true);
+    let Some(s) = open_live(&key, now)? else {
+        ctx.reply_null();
+        return Ok(());
+    };
+    let version = s.cas(version, FlatMap::from_pairs(data), &config::limits())?;
+    commit(ctx, &key, args.raw(1), s, Write::Set);
+    ctx.reply_int(version);
+    Ok(())
+}
+
+/// SESSION.REVOKE key [REASON text]
+pub fn revoke(ctx: Ctx, args: Args) -> CmdResult {
+    check_key(ctx, &args)?;
+    let reason: &[u8] = match args.len() {
+        2 => b"",
+        4 if is(args.get(2), "REASON") => args.get(3),
+        _ => return Err(CmdError::Syntax),
+    };
+    if reason.iter().any(|&b| b == b'\r' || b == b'\n') {
+        return Err(CmdError::Syntax);
+    }
+    if reason.len() > REASON_MAX {
+        return Err(CmdError::TooBig(format!("reason longer than {REASON_MAX} bytes")));
+    }
+    let now = rm::now_ms();
+    let key = Key::open(ctx, args.raw(1), true);
+    match lookup(&key, now)? {
+        Found::Missing | Found::Revoked(_) => ctx.reply_int(0),
+        Found::Live(s) => {
+            s.revoke(now, reason, config::revoked_retention());
+            commit(ctx, &key, args.raw(1), s, Write::Revoke);
+            ctx.reply_int(1);
+        }
+    }
+    Ok(())
+}
+
+/// SESSION.TTL key
+pub fn ttl(ctx: Ctx, args: Args) -> CmdResult {
+    check_key(ctx, &args)?;
+    let now = rm::now_ms();
+    let key = Key::open(ctx, args.raw(1), false);
+    let Some(s) = open_live(&key, now)? else {
+        ctx.reply_null();
+        return Ok(());
+    };
+    let t = s.ttl(now);
+    ctx.reply_map(4);
+    ctx.reply_simple(c"state");
+    ctx.reply_simple(if t.state == State::Grace {
+        c"grace"
+    } else {
+        c"active"
+    });
+    ctx.reply_simple(c"idle_ms");
+    ctx.reply_int(t.idle_ms);
+    ctx.reply_simple(c"absolute_ms");
+    ctx.reply_int(t.absolute_ms);
+    ctx.reply_simple(c"grace_ms");
+    ctx.reply_int(t.grace_ms);
+    Ok(())
+}

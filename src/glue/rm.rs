@@ -1,0 +1,287 @@
+//! The few raw Redis module API calls the glue needs, wrapped once.
+//!
+//! The crate has no safe wrapper for some of these (absolute expiry, map
+//! replies, cached time), and its generic wrappers allocate on every call
+//! (argument vectors, reply trees). The hot path goes through here instead.
+//! Every function pointer used is checked at load time by [`check_api`], so
+//! the calls below may assume it is present.
+
+use std::ffi::CStr;
+use std::os::raw::{c_char, c_int, c_void};
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use redis_module::raw;
+
+use crate::core::session::Session;
+
+/// Calls a Redis module API function pointer checked by [`check_api`].
+macro_rules! api {
+    ($name:ident) => {
+        // SAFETY: `check_api` refused to load the module unless every
+        // pointer named through this macro was set by Redis.
+        {
+            #[allow(unused_unsafe)]
+            let f = unsafe { raw::$name.unwrap_unchecked() };
+            f
+        }
+    };
+}
+pub(crate) use api;
+
+/// Names every API the module calls through [`api!`]; loading fails if one is
+/// missing (an older server).
+pub fn check_api() -> Result<(), &'static str> {
+    macro_rules! need {
+        ($($name:ident),*) => {
+            $(if unsafe { raw::$name }.is_none() { return Err(stringify!($name)); })*
+        };
+    }
+    need!(
+        RedisModule_Milliseconds,
+        RedisModule_StringPtrLen,
+        RedisModule_OpenKey,
+        RedisModule_CloseKey,
+        RedisModule_KeyType,
+        RedisModule_ModuleTypeGetType,
+        RedisModule_ModuleTypeGetValue,
+        RedisModule_ModuleTypeSetValue,
+        RedisModule_SetAbsExpire,
+        RedisModule_Replicate,
+        RedisModule_ReplicateVerbatim,
+        RedisModule_SignalModifiedKey,
+        RedisModule_NotifyKeyspaceEvent,
+        RedisModule_ReplyWithMap,
+        RedisModule_ReplyWithArray,
+        RedisModule_ReplySetMapLength,
+        RedisModule_ReplyWithStringBuffer,
+        RedisModule_ReplyWithSimpleString,
+        RedisModule_ReplyWithLongLong,
+        RedisModule_ReplyWithNull,
+        RedisModule_ReplyWithError,
+        RedisModule_LoadStringBuffer,
+        RedisModule_SaveStringBuffer,
+        RedisModule_IsIOError,
+        RedisModule_Free,
+        RedisModule_EmitAOF,
+        RedisModule_DigestAddStringBuffer,
+        RedisModule_DigestEndSequence,
+        RedisModule_LogIOError,
+        RedisModule_GetContextFlags,
+        RedisModule_CreateCommand,
+        RedisModule_SetModuleOptions
+    );
+    Ok(())
+}
+
+pub type RStr = *mut raw::RedisModuleString;
+
+/// The session type, as registered with Redis (set once at load).
+static SESSION_TYPE: AtomicPtr<raw::RedisModuleType> = AtomicPtr::new(ptr::null_mut());
+
+pub fn set_session_type(t: *mut raw::RedisModuleType) {
+    SESSION_TYPE.store(t, Ordering::Relaxed);
+}
+
+fn session_type() -> *mut raw::RedisModuleType {
+    SESSION_TYPE.load(Ordering::Relaxed)
+}
+
+/// The current time in ms, read once per command. (Redis 7.0 has no cached
+/// command time for modules; `RedisModule_CachedMicroseconds` is 7.2+.)
+pub fn now_ms() -> i64 {
+    unsafe { api!(RedisModule_Milliseconds)() }
+}
+
+/// The bytes of a module string.
+pub fn bytes<'a>(s: RStr) -> &'a [u8] {
+    let mut len = 0usize;
+    // SAFETY: Redis keeps argv strings alive for the whole command.
+    unsafe {
+        let p = api!(RedisModule_StringPtrLen)(s, &mut len);
+        if p.is_null() {
+            return &[];
+        }
+        std::slice::from_raw_parts(p.cast::<u8>(), len)
+    }
+}
+
+/// A command's context.
+#[derive(Clone, Copy)]
+pub struct Ctx(pub *mut raw::RedisModuleCtx);
+
+/// What a key holds.
+pub enum Slot<'a> {
+    Empty,
+    Session(&'a mut Session),
+    Other,
+}
+
+/// An open key, closed on drop.
+pub struct Key {
+    ptr: *mut raw::RedisModuleKey,
+}
+
+impl Key {
+    pub fn open(ctx: Ctx, name: RStr, write: bool) -> Key {
+        let mode = if write {
+            raw::REDISMODULE_READ | raw::REDISMODULE_WRITE
+        } else {
+            raw::REDISMODULE_READ
+        };
+        let ptr = unsafe { api!(RedisModule_OpenKey)(ctx.0, name, mode as c_int) };
+        Key { ptr: ptr.cast() }
+    }
+
+    pub fn slot(&self) -> Slot<'_> {
+        if self.ptr.is_null() {
+            return Slot::Empty;
+        }
+        unsafe {
+            let kt = api!(RedisModule_KeyType)(self.ptr);
+            if kt == raw::REDISMODULE_KEYTYPE_EMPTY as c_int {
+                return Slot::Empty;
+            }
+            if kt != raw::REDISMODULE_KEYTYPE_MODULE as c_int
+                || api!(RedisModule_ModuleTypeGetType)(self.ptr) != session_type()
+            {
+                return Slot::Other;
+            }
+            let v = api!(RedisModule_ModuleTypeGetValue)(self.ptr).cast::<Session>();
+            match v.as_mut() {
+                Some(s) => Slot::Session(s),
+                None => Slot::Empty,
+            }
+        }
+    }
+
+    /// Stores a new value (replacing any old one, whose expiry Redis drops).
+    pub fn put(&self, s: Box<Session>) -> bool {
+        let raw_value = Box::into_raw(s);
+        let rc = unsafe {
+            api!(RedisModule_ModuleTypeSetValue)(self.ptr, session_type(), raw_value.cast::<c_void>())
+        };
+        if rc != raw::REDISMODULE_OK as c_int {
+            // Redis did not take ownership.
+            drop(unsafe { Box::from_raw(raw_value) });
+            return false;
+        }
+        true
+    }
+
+    pub fn set_abs_expire(&self, at_ms: i64) {
+        unsafe { api!(RedisModule_SetAbsExpire)(self.ptr, at_ms) };
+    }
+}
+
+impl Drop for Key {
+    fn drop(&mut self) {
+        if !self.ptr.is_null() {
+            unsafe { api!(RedisModule_CloseKey)(self.ptr) };
+        }
+    }
+}
+
+impl Ctx {
+    pub fn reply_map(self, len: usize) {
+        unsafe { api!(RedisModule_ReplyWithMap)(self.0, len as _) };
+    }
+
+    pub fn reply_map_postponed(self) {
+        unsafe { api!(RedisModule_ReplyWithMap)(self.0, raw::REDISMODULE_POSTPONED_LEN as _) };
+    }
+
+    pub fn set_map_len(self, len: usize) {
+        unsafe { api!(RedisModule_ReplySetMapLength)(self.0, len as _) };
+    }
+
+    pub fn reply_array(self, len: usize) {
+        unsafe { api!(RedisModule_ReplyWithArray)(self.0, len as _) };
+    }
+
+    pub fn reply_bulk(self, b: &[u8]) {
+        unsafe { api!(RedisModule_ReplyWithStringBuffer)(self.0, b.as_ptr().cast::<c_char>(), b.len()) };
+    }
+
+    pub fn reply_simple(self, s: &CStr) {
+        unsafe { api!(RedisModule_ReplyWithSimpleString)(self.0, s.as_ptr()) };
+    }
+
+    pub fn reply_int(self, v: i64) {
+        unsafe { api!(RedisModule_ReplyWithLongLong)(self.0, v) };
+    }
+
+    pub fn reply_null(self) {
+        unsafe { api!(RedisModule_ReplyWithNull)(self.0) };
+    }
+
+    /// An error reply; `msg` starts with its code word (`ERR`, `CONFLICT`, ...).
+    pub fn reply_error(self, msg: &str) {
+        let clean: Vec<u8> = msg
+            .bytes()
+            .map(|b| {
+                if b == b'\r' || b == b'\n' || b == 0 {
+                    b' '
+                } else {
+                    b
+                }
+            })
+            .chain(std::iter::once(0))
+            .collect();
+        unsafe { api!(RedisModule_ReplyWithError)(self.0, clean.as_ptr().cast::<c_char>()) };
+    }
+
+    pub fn signal_modified(self, key: RStr) {
+        unsafe { api!(RedisModule_SignalModifiedKey)(self.0, key) };
+    }
+
+    pub fn notify(self, event: &CStr, key: RStr) {
+        unsafe {
+            api!(RedisModule_NotifyKeyspaceEvent)(
+                self.0,
+                raw::NotifyEvent::MODULE.bits(),
+                event.as_ptr(),
+                key,
+            )
+        };
+    }
+
+    pub fn replicate_verbatim(self) {
+        unsafe { api!(RedisModule_ReplicateVerbatim)(self.0) };
+    }
+
+    /// Propagates `SESSION.APPLY key payload` to replicas and the AOF.
+    pub fn replicate_apply(self, key: RStr, payload: &[u8]) {
+        unsafe {
+            api!(RedisModule_Replicate)(
+                self.0,
+                c"SESSION.APPLY".as_ptr(),
+                c"sb".as_ptr(),
+                key,
+                payload.as_ptr().cast::<c_char>(),
+                payload.len(),
+            )
+        };
+    }
+
+    /// Propagates `SESSION.APPLYRENEW key last_access idle version`.
+    pub fn replicate_renew(self, key: RStr, s: &Session) {
+        unsafe {
+            api!(RedisModule_Replicate)(
+                self.0,
+                c"SESSION.APPLYRENEW".as_ptr(),
+                c"slll".as_ptr(),
+                key,
+                s.last_access as std::os::raw::c_longlong,
+                s.idle as std::os::raw::c_longlong,
+                s.version as std::os::raw::c_longlong,
+            )
+        };
+    }
+
+    /// Whether this command comes from our primary or from the AOF loader.
+    pub fn is_replicated_or_loading(self) -> bool {
+        let f = unsafe { api!(RedisModule_GetContextFlags)(self.0) };
+        f & (raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING) as c_int != 0
+    }
+}

@@ -1,0 +1,109 @@
+//! redis-session: a native session data type for Redis.
+//!
+//! This file is the module's whole surface: the data type, the command
+//! table, the options. `core` holds the session logic in plain Rust; `glue`
+//! binds it to Redis.
+
+pub mod alloc;
+pub mod core;
+pub mod glue;
+
+use std::os::raw::c_int;
+
+use redis_module::configuration::ConfigurationFlags;
+use redis_module::{raw, redis_module, Context, RedisString, Status};
+
+use glue::config::*;
+use glue::datatype::SESSION_TYPE;
+use glue::{cmd_internal, cmd_session, guard, rm};
+
+/// The command table: name, handler, flags, first/last/step key, arity.
+macro_rules! command_table {
+    ($([$name:literal, $handler:path, $flags:literal, $first:literal, $last:literal, $step:literal, $arity:literal]),* $(,)?) => {
+        fn register_commands(ctx: &Context) -> Status {
+            $({
+                extern "C" fn handler(
+                    ctx: *mut raw::RedisModuleCtx,
+                    argv: *mut *mut raw::RedisModuleString,
+                    argc: c_int,
+                ) -> c_int {
+                    guard::run(ctx, argv, argc, $name, $arity, $handler)
+                }
+                let rc = unsafe {
+                    rm::api!(RedisModule_CreateCommand)(
+                        ctx.ctx,
+                        concat!($name, "\0").as_ptr().cast(),
+                        Some(handler),
+                        concat!($flags, "\0").as_ptr().cast(),
+                        $first,
+                        $last,
+                        $step,
+                    )
+                };
+                if rc != raw::REDISMODULE_OK as c_int {
+                    ctx.log_warning(concat!("session: could not register ", $name));
+                    return Status::Err;
+                }
+            })*
+            Status::Ok
+        }
+    };
+}
+
+command_table! {
+    ["session.create", cmd_session::create, "write deny-oom", 1, 1, 1, -2],
+    ["session.get", cmd_session::get, "write fast", 1, 1, 1, -2],
+    ["session.renew", cmd_session::renew, "write fast", 1, 1, 1, -2],
+    ["session.set", cmd_session::set, "write deny-oom", 1, 1, 1, -3],
+    ["session.cas", cmd_session::cas, "write deny-oom", 1, 1, 1, -3],
+    ["session.revoke", cmd_session::revoke, "write fast", 1, 1, 1, -2],
+    ["session.ttl", cmd_session::ttl, "readonly fast", 1, 1, 1, 2],
+    ["session.apply", cmd_internal::apply, "write deny-oom", 1, 1, 1, -3],
+    ["session.applyrenew", cmd_internal::apply_renew, "write fast", 1, 1, 1, 5],
+}
+
+fn init(ctx: &Context, _args: &[RedisString]) -> Status {
+    if let Err(missing) = rm::check_api() {
+        ctx.log_warning(&format!(
+            "session: this Redis lacks {missing}; Redis 7.0 or later is required"
+        ));
+        return Status::Err;
+    }
+    rm::set_session_type(*SESSION_TYPE.raw_type.borrow());
+    // Writes signal WATCH/tracking themselves, so that a read or a
+    // suppressed touch (which open the key for writing) does not.
+    unsafe {
+        rm::api!(RedisModule_SetModuleOptions)(
+            ctx.ctx,
+            (raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED | raw::REDISMODULE_OPTIONS_HANDLE_IO_ERRORS)
+                as c_int,
+        )
+    };
+    register_commands(ctx)
+}
+
+redis_module! {
+    name: "session",
+    version: 1,
+    allocator: (alloc::ModuleAlloc, alloc::ModuleAlloc),
+    data_types: [SESSION_TYPE],
+    init: init,
+    configurations: [
+        i64: [
+            ["idle", &IDLE, 1_800_000, 1, core::session::TIME_MAX, ConfigurationFlags::DEFAULT, None],
+            ["absolute", &ABSOLUTE, 604_800_000, 0, core::session::TIME_MAX, ConfigurationFlags::DEFAULT, None],
+            ["grace", &GRACE, 60_000, 0, core::session::TIME_MAX, ConfigurationFlags::DEFAULT, None],
+            ["touch-resolution", &TOUCH_RESOLUTION, 1000, 0, core::session::TIME_MAX, ConfigurationFlags::DEFAULT, None],
+            ["revoked-retention", &REVOKED_RETENTION, 3_600_000, 0, core::session::TIME_MAX, ConfigurationFlags::DEFAULT, None],
+            ["max-data-bytes", &MAX_DATA_BYTES, 65_536, 0, 512 * 1024 * 1024, ConfigurationFlags::DEFAULT, None],
+            ["max-fields", &MAX_FIELDS, 256, 0, 1_000_000, ConfigurationFlags::DEFAULT, None],
+            ["max-meta", &MAX_META, 32, 0, 1_000_000, ConfigurationFlags::DEFAULT, None],
+        ],
+        string: [
+            ["key-prefix", &*KEY_PREFIX, "sess:", ConfigurationFlags::DEFAULT, None],
+        ],
+        bool: [],
+        enum: [],
+        module_args_as_configuration: true,
+    ]
+}
