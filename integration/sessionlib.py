@@ -531,3 +531,143 @@ def aof_commands(server):
 
 def aof_size(server):
     return sum(p.stat().st_size for p in server.aof_dir().iterdir() if p.is_file())
+
+
+# ---------------------------------------------------------------------------
+# A deterministic mixed workload and a full snapshot of a server's keyspace.
+
+SESSION_COMMANDS = {b"SESSION.CREATE", b"SESSION.GET", b"SESSION.RENEW", b"SESSION.SET", b"SESSION.CAS",
+                    b"SESSION.REVOKE", b"SESSION.TTL"}
+INTERNAL_COMMANDS = {b"SESSION.APPLY", b"SESSION.APPLYRENEW"}
+
+_SID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _rnd_sid(rnd, n=22):
+    return "".join(rnd.choice(_SID_ALPHABET) for _ in range(n))
+
+
+def _rnd_bytes(rnd, n):
+    return bytes(rnd.randrange(256) for _ in range(n))
+
+
+def run_workload(r, seed=1, n=24, steps=None, keys=None):
+    """Mixed session workload on client r (RESP2, decode=False or True).
+
+    All timeouts are long (>= 10 min), so nothing changes state while a test
+    compares servers. Returns the list of session keys that may exist.
+    Every op of the contract is used: CREATE, GET, GET TOUCH, RENEW,
+    RENEW IDLE, SET (DATA/META/UNSET/IFVERSION), CAS, REVOKE, TTL, DEL.
+    """
+    import random
+
+    rnd = random.Random(seed)
+    keys = list(keys or [])
+    ex = r.execute_command
+
+    def create(k):
+        opts = []
+        if rnd.random() < 0.7:
+            opts += ["SUBJECT", f"user{rnd.randint(1, 5)}"]
+        opts += ["IDLE", rnd.choice([600000, 1800000, 3600000])]
+        if rnd.random() < 0.6:
+            opts += ["ABSOLUTE", rnd.choice([0, 86400000, 7200000])]
+        if rnd.random() < 0.6:
+            opts += ["GRACE", rnd.choice([0, 1000, 60000])]
+        nm = rnd.randint(0, 3)
+        if nm:
+            opts += ["META", nm]
+            for j in range(nm):
+                opts += [f"m{j}", f"meta-{rnd.randint(0, 99999)}"]
+        nd = rnd.randint(0, 5)
+        if nd:
+            opts += ["DATA"]
+            for j in range(nd):
+                opts += [f"f{j}", _rnd_bytes(rnd, rnd.randint(0, 300))]
+        assert ex("SESSION.CREATE", k, *opts) == 1
+
+    for _ in range(n):
+        k = f"sess:{rnd.choice(['acme', 'globex', 't-1'])}:{_rnd_sid(rnd, rnd.choice([16, 22, 43]))}"
+        create(k)
+        keys.append(k)
+
+    def version(k):
+        rep = ex("SESSION.GET", k, "NODATA")
+        if rep is None:
+            return None
+        d = pairs_to_dict(rep)
+        return d.get(b"version", d.get("version"))
+
+    ops = ["touch", "renew", "renew_idle", "set_data", "set_meta", "set_unset", "set_ifversion",
+           "set_conflict", "cas", "cas_conflict", "revoke", "del", "get", "ttl", "recreate"]
+    for _ in range(steps if steps is not None else n * 5):
+        k = rnd.choice(keys)
+        op = rnd.choice(ops)
+        try:
+            if op == "touch":
+                ex("SESSION.GET", k, "TOUCH")
+            elif op == "renew":
+                ex("SESSION.RENEW", k)
+            elif op == "renew_idle":
+                ex("SESSION.RENEW", k, "IDLE", rnd.choice([900000, 2400000]))
+            elif op == "set_data":
+                ex("SESSION.SET", k, "DATA", f"f{rnd.randint(0, 7)}", _rnd_bytes(rnd, rnd.randint(0, 200)))
+            elif op == "set_meta":
+                ex("SESSION.SET", k, "META", 1, f"m{rnd.randint(0, 4)}", f"v{rnd.randint(0, 999)}")
+            elif op == "set_unset":
+                ex("SESSION.SET", k, "UNSET", 2, f"f{rnd.randint(0, 7)}", f"f{rnd.randint(0, 7)}",
+                   "DATA", "u", str(rnd.randint(0, 9)))
+            elif op == "set_ifversion":
+                v = version(k)
+                if v is not None:
+                    ex("SESSION.SET", k, "IFVERSION", v, "DATA", "iv", str(v))
+            elif op == "set_conflict":
+                ex("SESSION.SET", k, "IFVERSION", 10 ** 6, "DATA", "never", "x")
+            elif op == "cas":
+                v = version(k)
+                if v is not None:
+                    ex("SESSION.CAS", k, v, "DATA", "cas", str(v), "blob", _rnd_bytes(rnd, 50))
+            elif op == "cas_conflict":
+                ex("SESSION.CAS", k, 10 ** 6)
+            elif op == "revoke":
+                if rnd.random() < 0.5:
+                    ex("SESSION.REVOKE", k, "REASON", f"reason {rnd.randint(0, 9)}")
+                else:
+                    ex("SESSION.REVOKE", k)
+            elif op == "del":
+                ex("DEL", k)
+            elif op == "get":
+                ex("SESSION.GET", k)
+            elif op == "ttl":
+                ex("SESSION.TTL", k)
+            elif op == "recreate":
+                if ex("EXISTS", k) == 0:
+                    create(k)
+        except redis.ResponseError as e:
+            msg = str(e)
+            assert msg.startswith(("CONFLICT ", "REVOKED ")), f"unexpected error in workload {op}: {msg}"
+    # some plain keys next to the sessions
+    r.set("plain:str", "value")
+    r.hset("plain:hash", mapping={"a": "1", "b": "2"})
+    r.set("plain:ttl", "x", px=3600000)
+    return keys
+
+
+def snapshot(server, with_get=True):
+    """Everything observable about the keyspace (without changing it)."""
+    r = server.client(protocol=3, decode=False)
+    keys = sorted(r.keys("*"))
+    out = {}
+    for k in keys:
+        e = {
+            "type": r.type(k),
+            "pexpiretime": r.execute_command("PEXPIRETIME", k),
+            "digest": r.execute_command("DEBUG", "DIGEST-VALUE", k),
+        }
+        if with_get and k.startswith(b"sess:"):
+            try:
+                e["get"] = norm_session(r.execute_command("SESSION.GET", k))
+            except redis.ResponseError as ex:
+                e["get"] = "error: " + str(ex)
+        out[k] = e
+    return {"digest": server.digest(), "keys": out}
