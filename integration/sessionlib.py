@@ -401,7 +401,7 @@ class Server:
 
     # -- clients -------------------------------------------------------------
     def client(self, protocol=2, decode=True, **kw):
-        c = redis.Redis(
+        pool = redis.ConnectionPool(
             host="127.0.0.1",
             port=self.port,
             protocol=protocol,
@@ -410,6 +410,7 @@ class Server:
             socket_timeout=kw.pop("socket_timeout", 30),
             **kw,
         )
+        c = redis.Redis(connection_pool=pool)
         self._clients.append(c)
         return c
 

@@ -187,9 +187,9 @@ def test_create_binary_safe(server, proto):
     cmd(r, "SESSION.CREATE", k, "SUBJECT", subj, "META", 1, b"m\x00", b"\xfe\r\n",
         "DATA", b"f\x00\n", val, b"", b"")
     s = get(r, k)
-    assert s[b"subject"] == subj
-    assert s[b"meta"] == {b"m\x00": b"\xfe\r\n"}
-    assert s[b"data"] == {b"f\x00\n": val, b"": b""}
+    assert s["subject"] == subj
+    assert s["meta"] == {b"m\x00": b"\xfe\r\n"}
+    assert s["data"] == {b"f\x00\n": val, b"": b""}
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,11 @@ pub mod glue;
 use std::os::raw::c_int;
 
 use redis_module::configuration::ConfigurationFlags;
-use redis_module::{raw, redis_module, Context, RedisString, Status};
+use redis_module::{raw, redis_module, Context, InfoContext, RedisResult, RedisString, Status};
 
 use glue::config::*;
 use glue::datatype::SESSION_TYPE;
-use glue::{cmd_internal, cmd_session, guard, rm};
+use glue::{cmd_index, cmd_internal, cmd_session, cmd_tenant, events, guard, rm};
 
 /// The command table: name, handler, flags, first/last/step key, arity.
 macro_rules! command_table {
@@ -58,6 +58,11 @@ command_table! {
     ["session.cas", cmd_session::cas, "write deny-oom", 1, 1, 1, -3],
     ["session.revoke", cmd_session::revoke, "write fast", 1, 1, 1, -2],
     ["session.ttl", cmd_session::ttl, "readonly fast", 1, 1, 1, 2],
+    ["session.list", cmd_index::list, "readonly", 0, 0, 0, 3],
+    ["session.revokeall", cmd_index::revoke_all, "write", 0, 0, 0, -3],
+    ["session.count", cmd_index::count, "readonly", 0, 0, 0, -2],
+    ["session.stats", cmd_index::stats, "readonly", 0, 0, 0, -1],
+    ["session.tenant", cmd_tenant::tenant, "write", 0, 0, 0, -2],
     ["session.apply", cmd_internal::apply, "write deny-oom", 1, 1, 1, -3],
     ["session.applyrenew", cmd_internal::apply_renew, "write fast", 1, 1, 1, 5],
 }
@@ -79,7 +84,25 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
                 as c_int,
         )
     };
-    register_commands(ctx)
+    if register_commands(ctx) == Status::Err {
+        return Status::Err;
+    }
+    if !events::subscribe(rm::Ctx(ctx.ctx)) {
+        ctx.log_warning("session: could not subscribe to server and keyspace events");
+        return Status::Err;
+    }
+    Status::Ok
+}
+
+/// The `INFO session` section: `session_<counter>` fields.
+#[allow(deprecated)] // the builder cannot name the section after the module alone
+fn info(ctx: &InfoContext, _for_crash_report: bool) {
+    ctx.add_info_section(None);
+    for (name, v) in cmd_index::stats_rows(None) {
+        ctx.add_info_field_long_long(name, v as i64);
+    }
+    let tenants = glue::state::with(|st| st.tenants.len());
+    ctx.add_info_field_long_long("tenants", tenants as i64);
 }
 
 redis_module! {
@@ -88,6 +111,7 @@ redis_module! {
     allocator: (alloc::ModuleAlloc, alloc::ModuleAlloc),
     data_types: [SESSION_TYPE],
     init: init,
+    info: info,
     configurations: [
         i64: [
             ["idle", &IDLE, 1_800_000, 1, core::session::TIME_MAX, ConfigurationFlags::DEFAULT, None],

@@ -3,5 +3,8 @@
 
 pub mod encoding;
 pub mod flatmap;
+pub mod index;
 pub mod keys;
 pub mod session;
+pub mod stats;
+pub mod tenants;

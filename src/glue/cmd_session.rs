@@ -3,18 +3,24 @@
 //! `core::session` and hands the result to `apply::commit`.
 
 use super::apply::{commit, Write};
+use super::cmd_index::{live_sessions, revoke_by_name};
 use super::config;
 use super::guard::{Args, CmdError, CmdResult};
 use super::parse::{self, is, once};
 use super::rm::{self, Ctx, Key, Slot};
+use super::state;
 use crate::core::flatmap::FlatMap;
 use crate::core::keys;
 use crate::core::session::{Session, State, Timeouts, REASON_MAX};
+use crate::core::stats::Counter;
+use crate::core::tenants::OnLimit;
 
-/// Refuses a key that is not `<prefix><tenant>:<sid>`.
-fn check_key(ctx: Ctx, args: &Args) -> CmdResult {
+/// The tenant of argv[1], or `ERR invalid session key` when it is not
+/// `<prefix><tenant>:<sid>`.
+fn check_key<'a>(ctx: Ctx, args: &Args<'a>) -> Result<&'a [u8], CmdError> {
     let name = args.get(1);
-    config::with_prefix(ctx.0, |prefix| keys::parse(name, prefix).map(|_| ())).ok_or(CmdError::InvalidKey)
+    config::with_prefix(ctx.0, |prefix| keys::parse(name, prefix).map(|k| k.tenant))
+        .ok_or(CmdError::InvalidKey)
 }
 
 /// A session as the commands see it.
@@ -47,7 +53,7 @@ fn open_live<'k>(key: &'k Key, now: i64) -> Result<Option<&'k mut Session>, CmdE
 
 /// SESSION.CREATE key [SUBJECT s] [IDLE ms] [ABSOLUTE ms] [GRACE ms] [META n name value ...] [DATA field value ...]
 pub fn create(ctx: Ctx, args: Args) -> CmdResult {
-    check_key(ctx, &args)?;
+    let tenant = check_key(ctx, &args)?;
     let (mut subject, mut idle, mut absolute, mut grace, mut meta) = (None, None, None, None, None);
     let mut data = Vec::new();
     let mut i = 2;
@@ -76,32 +82,50 @@ pub fn create(ctx: Ctx, args: Args) -> CmdResult {
             return Err(CmdError::Syntax);
         }
     }
-    let defaults = config::default_timeouts();
+    let settings = state::with(|st| st.tenants.get(tenant).copied()).unwrap_or_default();
+    let defaults = settings.timeouts(config::default_timeouts());
     let t = Timeouts {
         idle: idle.unwrap_or(defaults.idle),
         absolute: absolute.unwrap_or(defaults.absolute),
         grace: grace.unwrap_or(defaults.grace),
     };
+    let subject = subject.unwrap_or_default();
     let now = rm::now_ms();
+    let session = Session::create(
+        now,
+        subject,
+        t,
+        FlatMap::from_pairs(meta.unwrap_or_default()),
+        FlatMap::from_pairs(data),
+        &settings.limits(config::limits()),
+    )?;
     let key = Key::open(ctx, args.raw(1), true);
     match key.slot() {
         Slot::Other => return Err(CmdError::WrongType),
         Slot::Session(s) if s.state(now) != State::Expired => return Err(CmdError::Exists),
         _ => {}
     }
-    let session = Session::create(
-        now,
-        subject.unwrap_or_default(),
-        t,
-        FlatMap::from_pairs(meta.unwrap_or_default()),
-        FlatMap::from_pairs(data),
-        &config::limits(),
-    )?;
+    let cap = settings.maxpersubject.unwrap_or(0).max(0) as usize;
+    if cap > 0 && !subject.is_empty() {
+        let mut live = live_sessions(ctx, tenant, subject, now);
+        if live.len() >= cap {
+            if settings.onlimit.unwrap_or_default() == OnLimit::Reject {
+                return Err(CmdError::Limit(format!(
+                    "subject has {} sessions, tenant allows {cap}",
+                    live.len()
+                )));
+            }
+            live.sort_by_key(|(name, created)| (*created, name.clone()));
+            for (name, _) in &live[..live.len() + 1 - cap] {
+                revoke_by_name(ctx, name, tenant, b"evicted: session limit", now);
+            }
+        }
+    }
     if !key.put(Box::new(session)) {
         return Err(CmdError::Err("could not store the session".into()));
     }
     if let Slot::Session(s) = key.slot() {
-        commit(ctx, &key, args.raw(1), s, Write::Create);
+        commit(ctx, &key, args.raw(1), tenant, s, Write::Create);
         ctx.reply_int(s.version);
     }
     Ok(())
@@ -116,7 +140,7 @@ enum DataView<'a> {
 
 /// SESSION.GET key [TOUCH] [FIELDS n field ...] [NODATA]
 pub fn get(ctx: Ctx, args: Args) -> CmdResult {
-    check_key(ctx, &args)?;
+    let tenant = check_key(ctx, &args)?;
     let mut touch = false;
     let mut view = None;
     let mut i = 2;
@@ -138,12 +162,28 @@ pub fn get(ctx: Ctx, args: Args) -> CmdResult {
     }
     let now = rm::now_ms();
     let key = Key::open(ctx, args.raw(1), touch);
-    let Some(s) = open_live(&key, now)? else {
-        ctx.reply_null();
-        return Ok(());
+    let found = open_live(&key, now);
+    let Ok(Some(s)) = found else {
+        if !matches!(found, Err(CmdError::WrongType)) {
+            state::with(|st| st.stats.bump(tenant, Counter::Misses, false));
+        }
+        return found.map(|_| ctx.reply_null());
     };
-    if touch && s.renew(now, None, config::touch_resolution()).applied {
-        commit(ctx, &key, args.raw(1), s, Write::Renew);
+    let renewal = touch.then(|| s.renew(now, None, config::touch_resolution()));
+    state::with(|st| {
+        st.stats.bump(tenant, Counter::Hits, true);
+        if let Some(r) = renewal {
+            st.stats.bump(tenant, Counter::Touches, true);
+            if r.applied {
+                st.stats.bump(tenant, Counter::TouchesPropagated, true);
+            }
+            if r.revived {
+                st.stats.bump(tenant, Counter::GraceRenewals, true);
+            }
+        }
+    });
+    if renewal.is_some_and(|r| r.applied) {
+        commit(ctx, &key, args.raw(1), tenant, s, Write::Renew);
     }
     reply_session(ctx, s, now, &view.unwrap_or(DataView::All));
     Ok(())
@@ -213,7 +253,7 @@ fn reply_session(ctx: Ctx, s: &Session, now: i64, view: &DataView) {
 
 /// SESSION.RENEW key [IDLE ms]
 pub fn renew(ctx: Ctx, args: Args) -> CmdResult {
-    check_key(ctx, &args)?;
+    let tenant = check_key(ctx, &args)?;
     let idle = match args.len() {
         2 => None,
         4 if is(args.get(2), "IDLE") => Some(parse::time(args.get(3), 1)?),
@@ -225,8 +265,15 @@ pub fn renew(ctx: Ctx, args: Args) -> CmdResult {
         ctx.reply_null();
         return Ok(());
     };
-    if s.renew(now, idle, config::touch_resolution()).applied {
-        commit(ctx, &key, args.raw(1), s, Write::Renew);
+    let r = s.renew(now, idle, config::touch_resolution());
+    state::with(|st| {
+        st.stats.bump(tenant, Counter::Renewals, true);
+        if r.revived {
+            st.stats.bump(tenant, Counter::GraceRenewals, true);
+        }
+    });
+    if r.applied {
+        commit(ctx, &key, args.raw(1), tenant, s, Write::Renew);
     }
     ctx.reply_int(s.ms_to_idle_deadline(now));
     Ok(())
@@ -234,7 +281,7 @@ pub fn renew(ctx: Ctx, args: Args) -> CmdResult {
 
 /// SESSION.SET key [IFVERSION v] [META n name value ...] [UNSET n field ...] [DATA field value ...]
 pub fn set(ctx: Ctx, args: Args) -> CmdResult {
-    check_key(ctx, &args)?;
+    let tenant = check_key(ctx, &args)?;
     let (mut if_version, mut meta, mut unset, mut data) = (None, None, None, None);
     let mut i = 2;
     while i < args.len() {
@@ -266,21 +313,37 @@ pub fn set(ctx: Ctx, args: Args) -> CmdResult {
         ctx.reply_null();
         return Ok(());
     };
-    let version = s.set(
-        if_version,
-        &meta.unwrap_or_default(),
-        &unset.unwrap_or_default(),
-        &data.unwrap_or_default(),
-        &config::limits(),
-    )?;
-    commit(ctx, &key, args.raw(1), s, Write::Set);
+    let version = s
+        .set(
+            if_version,
+            &meta.unwrap_or_default(),
+            &unset.unwrap_or_default(),
+            &data.unwrap_or_default(),
+            &tenant_limits(tenant),
+        )
+        .map_err(|e| count_conflict(tenant, e))?;
+    commit(ctx, &key, args.raw(1), tenant, s, Write::Set);
     ctx.reply_int(version);
     Ok(())
 }
 
+/// The data limits of a tenant: its MAXDATA over the module's limits.
+fn tenant_limits(tenant: &[u8]) -> crate::core::session::Limits {
+    let settings = state::with(|st| st.tenants.get(tenant).copied()).unwrap_or_default();
+    settings.limits(config::limits())
+}
+
+/// Counts a version conflict on its way out.
+fn count_conflict(tenant: &[u8], e: crate::core::session::Error) -> CmdError {
+    if matches!(e, crate::core::session::Error::Conflict(_)) {
+        state::with(|st| st.stats.bump(tenant, Counter::CasConflicts, true));
+    }
+    e.into()
+}
+
 /// SESSION.CAS key version [DATA field value ...]
 pub fn cas(ctx: Ctx, args: Args) -> CmdResult {
-    check_key(ctx, &args)?;
+    let tenant = check_key(ctx, &args)?;
     let version = parse::at_least(args.get(2), 0)?;
     let data = match args.len() {
         3 => Vec::new(),
@@ -293,15 +356,17 @@ pub fn cas(ctx: Ctx, args: Args) -> CmdResult {
         ctx.reply_null();
         return Ok(());
     };
-    let version = s.cas(version, FlatMap::from_pairs(data), &config::limits())?;
-    commit(ctx, &key, args.raw(1), s, Write::Set);
+    let version = s
+        .cas(version, FlatMap::from_pairs(data), &tenant_limits(tenant))
+        .map_err(|e| count_conflict(tenant, e))?;
+    commit(ctx, &key, args.raw(1), tenant, s, Write::Set);
     ctx.reply_int(version);
     Ok(())
 }
 
 /// SESSION.REVOKE key [REASON text]
 pub fn revoke(ctx: Ctx, args: Args) -> CmdResult {
-    check_key(ctx, &args)?;
+    let tenant = check_key(ctx, &args)?;
     let reason: &[u8] = match args.len() {
         2 => b"",
         4 if is(args.get(2), "REASON") => args.get(3),
@@ -319,7 +384,7 @@ pub fn revoke(ctx: Ctx, args: Args) -> CmdResult {
         Found::Missing | Found::Revoked(_) => ctx.reply_int(0),
         Found::Live(s) => {
             s.revoke(now, reason, config::revoked_retention());
-            commit(ctx, &key, args.raw(1), s, Write::Revoke);
+            commit(ctx, &key, args.raw(1), tenant, s, Write::Revoke);
             ctx.reply_int(1);
         }
     }
@@ -328,7 +393,7 @@ pub fn revoke(ctx: Ctx, args: Args) -> CmdResult {
 
 /// SESSION.TTL key
 pub fn ttl(ctx: Ctx, args: Args) -> CmdResult {
-    check_key(ctx, &args)?;
+    let _tenant = check_key(ctx, &args)?;
     let now = rm::now_ms();
     let key = Key::open(ctx, args.raw(1), false);
     let Some(s) = open_live(&key, now)? else {

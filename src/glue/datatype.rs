@@ -7,10 +7,13 @@ use std::ptr;
 use redis_module::native_types::RedisType;
 use redis_module::raw;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use super::guard::guarded;
 use super::rm::api;
-use crate::core::encoding;
+use super::state;
 use crate::core::session::Session;
+use crate::core::{encoding, tenants};
 
 /// The encoding version Redis records with each value; `rdb_load` refuses
 /// any it does not know.
@@ -27,10 +30,10 @@ pub static SESSION_TYPE: RedisType = RedisType::new(
         mem_usage: Some(mem_usage),
         digest: Some(digest),
         free: Some(free),
-        aux_load: None,
-        aux_save: None,
+        aux_load: Some(aux_load),
+        aux_save: Some(aux_save),
         aux_save2: None,
-        aux_save_triggers: 0,
+        aux_save_triggers: raw::REDISMODULE_AUX_BEFORE_RDB as c_int,
         free_effort: None,
         unlink: None,
         copy: Some(copy),
@@ -38,7 +41,7 @@ pub static SESSION_TYPE: RedisType = RedisType::new(
         copy2: None,
         free_effort2: None,
         mem_usage2: None,
-        unlink2: None,
+        unlink2: Some(super::events::unlink2),
     },
 );
 
@@ -94,8 +97,113 @@ extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, v: *mut c_void) {
     })
 }
 
+/// Set in the AOF-rewriting child once it has written the tenant table.
+static TENANTS_IN_AOF: AtomicBool = AtomicBool::new(false);
+
+/// Writes `SESSION.TENANT SET ...` for every tenant into a rewritten AOF.
+/// Redis 7.0 gives module aux data no place in an AOF without an RDB
+/// preamble, so the table goes ahead of the first session the rewrite meets
+/// (the rewrite runs in a forked child, whose flag starts clear).
+fn emit_tenants(aof: *mut raw::RedisModuleIO) {
+    if TENANTS_IN_AOF.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let table = state::with(|st| st.tenants.clone());
+    for (name, s) in &table {
+        let mut args: Vec<Vec<u8>> = vec![b"SET".to_vec(), name.clone()];
+        let mut push = |opt: &str, v: Option<String>| {
+            if let Some(v) = v {
+                args.push(opt.as_bytes().to_vec());
+                args.push(v.into_bytes());
+            }
+        };
+        push("IDLE", s.idle.map(|v| v.to_string()));
+        push("ABSOLUTE", s.absolute.map(|v| v.to_string()));
+        push("GRACE", s.grace.map(|v| v.to_string()));
+        push("MAXDATA", s.maxdata.map(|v| v.to_string()));
+        push("MAXPERSUBJECT", s.maxpersubject.map(|v| v.to_string()));
+        push("ONLIMIT", s.onlimit.map(|v| v.name().to_string()));
+        if args.len() <= 2 {
+            continue;
+        }
+        let ptrs: Vec<(*const c_char, usize)> = args
+            .iter()
+            .map(|a| (a.as_ptr().cast::<c_char>(), a.len()))
+            .collect();
+        // EmitAOF is variadic; settings have at most 6 options, 14 arguments.
+        let b = |i: usize| ptrs.get(i).copied().unwrap_or((ptr::null(), 0));
+        let fmt = std::ffi::CString::new("b".repeat(ptrs.len())).unwrap_or_default();
+        unsafe {
+            api!(RedisModule_EmitAOF)(
+                aof,
+                c"SESSION.TENANT".as_ptr(),
+                fmt.as_ptr(),
+                b(0).0,
+                b(0).1,
+                b(1).0,
+                b(1).1,
+                b(2).0,
+                b(2).1,
+                b(3).0,
+                b(3).1,
+                b(4).0,
+                b(4).1,
+                b(5).0,
+                b(5).1,
+                b(6).0,
+                b(6).1,
+                b(7).0,
+                b(7).1,
+                b(8).0,
+                b(8).1,
+                b(9).0,
+                b(9).1,
+                b(10).0,
+                b(10).1,
+                b(11).0,
+                b(11).1,
+                b(12).0,
+                b(12).1,
+                b(13).0,
+                b(13).1,
+            )
+        };
+    }
+}
+
+extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, _when: c_int) {
+    guarded((), || {
+        let buf = state::with(|st| tenants::encode(&st.tenants));
+        unsafe { api!(RedisModule_SaveStringBuffer)(rdb, buf.as_ptr().cast::<c_char>(), buf.len()) };
+    })
+}
+
+extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, _when: c_int) -> c_int {
+    let err = raw::REDISMODULE_ERR as c_int;
+    guarded(err, || {
+        if encver < 1 || encver > TYPE_ENCODING_VERSION {
+            return err;
+        }
+        let mut len = 0usize;
+        let buf = unsafe { api!(RedisModule_LoadStringBuffer)(rdb, &mut len) };
+        if unsafe { api!(RedisModule_IsIOError)(rdb) } != 0 || buf.is_null() {
+            return err;
+        }
+        let decoded = tenants::decode(unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) });
+        unsafe { api!(RedisModule_Free)(buf.cast::<c_void>()) };
+        match decoded {
+            Ok(table) => {
+                state::with(|st| st.tenants = table);
+                raw::REDISMODULE_OK as c_int
+            }
+            Err(_) => err,
+        }
+    })
+}
+
 extern "C" fn aof_rewrite(aof: *mut raw::RedisModuleIO, key: *mut raw::RedisModuleString, v: *mut c_void) {
     guarded((), || {
+        emit_tenants(aof);
         if let Some(s) = value(v) {
             let buf = encoding::encode(s);
             unsafe {

@@ -21,6 +21,8 @@ pub enum CmdError {
     Conflict(i64),
     TooBig(String),
     Revoked(Vec<u8>),
+    Limit(String),
+    NoPerm(String),
     Err(String),
 }
 
@@ -35,6 +37,10 @@ impl CmdError {
             CmdError::Conflict(v) => format!("CONFLICT {v}"),
             CmdError::TooBig(what) => format!("TOOBIG {what}"),
             CmdError::Revoked(reason) => format!("REVOKED {}", String::from_utf8_lossy(reason)),
+            CmdError::Limit(what) => format!("LIMIT {what}"),
+            CmdError::NoPerm(tenant) => {
+                format!("NOPERM this user has no permissions to access tenant '{tenant}'")
+            }
             CmdError::Err(msg) => format!("ERR {msg}"),
         }
     }

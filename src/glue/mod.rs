@@ -1,10 +1,14 @@
 //! Redis glue: thin layers binding `core` to the module API.
 
 pub mod apply;
+pub mod cmd_index;
 pub mod cmd_internal;
 pub mod cmd_session;
+pub mod cmd_tenant;
 pub mod config;
 pub mod datatype;
+pub mod events;
 pub mod guard;
 pub mod parse;
 pub mod rm;
+pub mod state;

@@ -69,7 +69,24 @@ pub fn check_api() -> Result<(), &'static str> {
         RedisModule_LogIOError,
         RedisModule_GetContextFlags,
         RedisModule_CreateCommand,
-        RedisModule_SetModuleOptions
+        RedisModule_SetModuleOptions,
+        RedisModule_GetSelectedDb,
+        RedisModule_SelectDb,
+        RedisModule_CreateString,
+        RedisModule_FreeString,
+        RedisModule_SubscribeToServerEvent,
+        RedisModule_SubscribeToKeyspaceEvents,
+        RedisModule_ScanCursorCreate,
+        RedisModule_ScanCursorDestroy,
+        RedisModule_Scan,
+        RedisModule_GetKeyNameFromOptCtx,
+        RedisModule_GetDbIdFromOptCtx,
+        RedisModule_GetCurrentUserName,
+        RedisModule_GetModuleUserFromUserName,
+        RedisModule_FreeModuleUser,
+        RedisModule_ACLCheckKeyPermissions,
+        RedisModule_LoadUnsigned,
+        RedisModule_SaveUnsigned
     );
     Ok(())
 }
@@ -171,6 +188,25 @@ impl Key {
 
     pub fn set_abs_expire(&self, at_ms: i64) {
         unsafe { api!(RedisModule_SetAbsExpire)(self.ptr, at_ms) };
+    }
+}
+
+/// A module string the module created, freed on drop.
+pub struct OwnedStr {
+    ctx: Ctx,
+    pub ptr: RStr,
+}
+
+impl OwnedStr {
+    pub fn new(ctx: Ctx, b: &[u8]) -> OwnedStr {
+        let ptr = unsafe { api!(RedisModule_CreateString)(ctx.0, b.as_ptr().cast::<c_char>(), b.len()) };
+        OwnedStr { ctx, ptr }
+    }
+}
+
+impl Drop for OwnedStr {
+    fn drop(&mut self) {
+        unsafe { api!(RedisModule_FreeString)(self.ctx.0, self.ptr) };
     }
 }
 
@@ -279,9 +315,66 @@ impl Ctx {
         };
     }
 
-    /// Whether this command comes from our primary or from the AOF loader.
-    pub fn is_replicated_or_loading(self) -> bool {
+    /// The selected database.
+    pub fn db(self) -> usize {
+        (unsafe { api!(RedisModule_GetSelectedDb)(self.0) }).max(0) as usize
+    }
+
+    pub fn select_db(self, db: usize) -> bool {
+        (unsafe { api!(RedisModule_SelectDb)(self.0, db as c_int) }) == raw::REDISMODULE_OK as c_int
+    }
+
+    /// Whether the calling user's ACL key patterns allow `key` for `flags`
+    /// (`REDISMODULE_CMD_KEY_*`). Contexts without a user (replication, AOF)
+    /// are allowed.
+    pub fn acl_allows(self, key: &[u8], flags: u32) -> bool {
+        unsafe {
+            let name = api!(RedisModule_GetCurrentUserName)(self.0);
+            if name.is_null() {
+                return true;
+            }
+            let user = api!(RedisModule_GetModuleUserFromUserName)(name);
+            api!(RedisModule_FreeString)(self.0, name);
+            if user.is_null() {
+                return false;
+            }
+            let probe = OwnedStr::new(self, key);
+            let rc = api!(RedisModule_ACLCheckKeyPermissions)(user, probe.ptr, flags as c_int);
+            api!(RedisModule_FreeModuleUser)(user);
+            rc == raw::REDISMODULE_OK as c_int
+        }
+    }
+
+    /// Calls `f` with every session (key name, value) of the selected database.
+    pub fn scan_sessions(self, mut f: impl FnMut(&[u8], &Session)) {
+        type Cb<'a> = &'a mut dyn FnMut(&[u8], &Session);
+        unsafe extern "C" fn each(
+            _ctx: *mut raw::RedisModuleCtx,
+            name: RStr,
+            key: *mut raw::RedisModuleKey,
+            privdata: *mut c_void,
+        ) {
+            let k = Key { ptr: key };
+            if let Slot::Session(s) = k.slot() {
+                let f = &mut *privdata.cast::<Cb>();
+                f(bytes(name), s);
+            }
+            // Redis owns and closes keys handed to scan callbacks.
+            std::mem::forget(k);
+        }
+        let mut cb: Cb = &mut f;
+        unsafe {
+            let cursor = api!(RedisModule_ScanCursorCreate)();
+            while api!(RedisModule_Scan)(self.0, cursor, Some(each), (&mut cb as *mut Cb).cast::<c_void>())
+                != 0
+            {}
+            api!(RedisModule_ScanCursorDestroy)(cursor);
+        }
+    }
+
+    /// Whether Redis is loading an RDB or AOF.
+    pub fn is_loading(self) -> bool {
         let f = unsafe { api!(RedisModule_GetContextFlags)(self.0) };
-        f & (raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING) as c_int != 0
+        f & raw::REDISMODULE_CTX_FLAGS_LOADING as c_int != 0
     }
 }

@@ -1,0 +1,191 @@
+//! Keeping the index and counters right through what happens to keys
+//! outside our commands: deletion (the type's unlink callback), rename,
+//! move, copy, restore, expiry and eviction (keyspace notifications), and
+//! flush, swapdb and loading (server events).
+
+use std::os::raw::{c_char, c_int, c_void};
+
+use redis_module::raw;
+
+use super::apply::index_value;
+use super::config;
+use super::guard::guarded;
+use super::rm::{self, api, Ctx, Key, Slot};
+use super::state;
+use crate::core::keys;
+use crate::core::session::Flags;
+use crate::core::stats::Counter;
+
+fn tenant_of(ctx: Ctx, name: &[u8]) -> Option<Vec<u8>> {
+    config::with_prefix(ctx.0, |p| keys::parse(name, p).map(|k| k.tenant.to_vec()))
+}
+
+/// The type's unlink callback: a session key is leaving the keyspace
+/// (DEL, UNLINK, expiry, eviction, overwrite, the source of RENAME/MOVE).
+pub extern "C" fn unlink2(octx: *mut raw::RedisModuleKeyOptCtx, _value: *const c_void) {
+    guarded((), || unsafe {
+        let name = api!(RedisModule_GetKeyNameFromOptCtx)(octx);
+        let db = api!(RedisModule_GetDbIdFromOptCtx)(octx).max(0) as usize;
+        if name.is_null() {
+            return;
+        }
+        let name = rm::bytes(name.cast_mut()).to_vec();
+        state::with(|st| {
+            if st.loading {
+                return;
+            }
+            st.last_unlinked = st.index.remove(db, &name).map(|t| (db, name, t.to_vec()));
+        });
+    })
+}
+
+/// Keyspace notifications (generic, expired, evicted).
+pub unsafe extern "C" fn on_keyspace_event(
+    ctx: *mut raw::RedisModuleCtx,
+    _type: c_int,
+    event: *const c_char,
+    key: *mut raw::RedisModuleString,
+) -> c_int {
+    guarded((), || {
+        let ctx = Ctx(ctx);
+        let event = unsafe { std::ffi::CStr::from_ptr(event) }.to_bytes();
+        let name = rm::bytes(key);
+        match event {
+            b"rename_to" | b"move_to" | b"copy_to" | b"restore" => {
+                let Some(tenant) = tenant_of(ctx, name) else {
+                    return;
+                };
+                let k = Key::open(ctx, key, false);
+                if let Slot::Session(s) = k.slot() {
+                    index_value(ctx, name, &tenant, s);
+                }
+            }
+            b"expired" | b"evicted" => {
+                let db = ctx.db();
+                state::with(|st| {
+                    if let Some((udb, uname, tenant)) = st.last_unlinked.take() {
+                        if udb == db && uname == name {
+                            let c = if event == b"expired" {
+                                Counter::Expired
+                            } else {
+                                Counter::Evicted
+                            };
+                            st.stats.bump(&tenant, c, true);
+                        }
+                    }
+                });
+            }
+            _ => {}
+        }
+    });
+    raw::REDISMODULE_OK as c_int
+}
+
+unsafe extern "C" fn on_flush(
+    ctx: *mut raw::RedisModuleCtx,
+    _e: raw::RedisModuleEvent,
+    sub: u64,
+    data: *mut c_void,
+) {
+    guarded((), || {
+        let _ = ctx;
+        if sub != raw::REDISMODULE_SUBEVENT_FLUSHDB_START {
+            return;
+        }
+        let info = unsafe { data.cast::<raw::RedisModuleFlushInfo>().as_ref() };
+        let dbnum = info.map_or(-1, |i| i.dbnum);
+        state::with(|st| {
+            if dbnum < 0 {
+                st.index.clear();
+            } else {
+                st.index.clear_db(dbnum as usize);
+            }
+        });
+    })
+}
+
+unsafe extern "C" fn on_swapdb(
+    _ctx: *mut raw::RedisModuleCtx,
+    _e: raw::RedisModuleEvent,
+    _sub: u64,
+    data: *mut c_void,
+) {
+    guarded((), || {
+        if let Some(info) = unsafe { data.cast::<raw::RedisModuleSwapDbInfo>().as_ref() } {
+            let (a, b) = (
+                info.dbnum_first.max(0) as usize,
+                info.dbnum_second.max(0) as usize,
+            );
+            state::with(|st| st.index.swap_dbs(a, b));
+        }
+    })
+}
+
+unsafe extern "C" fn on_loading(
+    ctx: *mut raw::RedisModuleCtx,
+    _e: raw::RedisModuleEvent,
+    sub: u64,
+    _data: *mut c_void,
+) {
+    guarded((), || {
+        let ctx = Ctx(ctx);
+        match sub {
+            raw::REDISMODULE_SUBEVENT_LOADING_RDB_START
+            | raw::REDISMODULE_SUBEVENT_LOADING_AOF_START
+            | raw::REDISMODULE_SUBEVENT_LOADING_REPL_START => state::with(|st| {
+                st.loading = true;
+                st.index.clear();
+                st.last_unlinked = None;
+            }),
+            raw::REDISMODULE_SUBEVENT_LOADING_ENDED | raw::REDISMODULE_SUBEVENT_LOADING_FAILED => {
+                state::with(|st| st.loading = false);
+                rebuild_index(ctx);
+            }
+            _ => {}
+        }
+    })
+}
+
+/// Rebuilds the index from the keyspace, once, after Redis loaded an RDB
+/// or AOF (values loaded from a file carry no key name until then).
+fn rebuild_index(ctx: Ctx) {
+    let original = ctx.db();
+    state::with(|st| st.index.clear());
+    let mut db = 0;
+    while ctx.select_db(db) {
+        let mut found = Vec::new();
+        ctx.scan_sessions(|name, s| {
+            if !s.flags.contains(Flags::REVOKED) {
+                found.push((name.to_vec(), s.subject.to_vec(), s.data.payload_bytes() as u64));
+            }
+        });
+        state::with(|st| {
+            for (name, subject, bytes) in found {
+                if let Some(tenant) = tenant_of(ctx, &name) {
+                    st.index.upsert(db, &name, &tenant, &subject, bytes);
+                }
+            }
+        });
+        db += 1;
+    }
+    ctx.select_db(original);
+}
+
+/// Subscribes to every event above; false if Redis refused one.
+pub fn subscribe(ctx: Ctx) -> bool {
+    let ev = |id: u64| raw::RedisModuleEvent { id, dataver: 1 };
+    type Cb = unsafe extern "C" fn(*mut raw::RedisModuleCtx, raw::RedisModuleEvent, u64, *mut c_void);
+    let servers: [(u64, Cb); 3] = [
+        (raw::REDISMODULE_EVENT_FLUSHDB, on_flush),
+        (raw::REDISMODULE_EVENT_SWAPDB, on_swapdb),
+        (raw::REDISMODULE_EVENT_LOADING, on_loading),
+    ];
+    let ok = raw::REDISMODULE_OK as c_int;
+    for (id, cb) in servers {
+        if unsafe { api!(RedisModule_SubscribeToServerEvent)(ctx.0, ev(id), Some(cb)) } != ok {
+            return false;
+        }
+    }
+    let types = raw::NotifyEvent::GENERIC | raw::NotifyEvent::EXPIRED | raw::NotifyEvent::EVICTED;
+    unsafe { api!(RedisModule_SubscribeToKeyspaceEvents)(ctx.0, types.bits(), Some(on_keyspace_event)) == ok }
+}

@@ -1,0 +1,37 @@
+//! Module memory shared by the commands and callbacks: the per-subject
+//! index, the counters and the tenant table.
+
+use std::cell::UnsafeCell;
+
+use crate::core::index::Index;
+use crate::core::stats::Stats;
+use crate::core::tenants::Table;
+
+#[derive(Default)]
+pub struct State {
+    pub index: Index,
+    pub stats: Stats,
+    pub tenants: Table,
+    /// The session key deleted last (db, key, tenant), so that the `expired`
+    /// or `evicted` notification that follows the deletion can be counted.
+    pub last_unlinked: Option<(usize, Vec<u8>, Vec<u8>)>,
+    /// Set while Redis loads an RDB or AOF; the index is rebuilt at the end.
+    pub loading: bool,
+}
+
+/// State only ever touched from Redis's main thread (commands, keyspace and
+/// server events, type callbacks other than `free`), or from the forked
+/// child that writes an RDB, which has a copy of its own.
+struct GilCell(UnsafeCell<Option<State>>);
+
+// SAFETY: see above; Redis runs all of these on one thread.
+unsafe impl Sync for GilCell {}
+
+static STATE: GilCell = GilCell(UnsafeCell::new(None));
+
+/// Runs `f` with the module state. Callers never nest calls to `with`.
+pub fn with<T>(f: impl FnOnce(&mut State) -> T) -> T {
+    // SAFETY: single-threaded access (see GilCell); no caller re-enters.
+    let slot = unsafe { &mut *STATE.0.get() };
+    f(slot.get_or_insert_with(State::default))
+}
