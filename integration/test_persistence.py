@@ -80,14 +80,16 @@ def test_rdb_restart_keeps_everything(make_server, how):
     srv = make_server(module_args=TR0)
     r, _, special = prepare(srv, seed=11)
     before = snapshot(srv)
-    assert before["keys"][special["grace"].encode()]["get"][1]["state"] == b"grace"
+    assert before["keys"][special["grace"].encode()]["get"][1]["state"] == "grace"
     if how == "SAVE":
         assert r.save()
     else:
-        last = r.lastsave()
         r.bgsave()
-        wait_for(lambda: r.lastsave() != last and srv.info("persistence")["rdb_bgsave_in_progress"] == 0,
-                 30, what="BGSAVE")
+
+        def done():
+            i = srv.info("persistence")
+            return i["rdb_bgsave_in_progress"] == 0 and i["rdb_changes_since_last_save"] == 0
+        wait_for(done, 30, what="BGSAVE")
         assert srv.info("persistence")["rdb_last_bgsave_status"] == "ok"
     srv.restart()
     assert srv.info("keyspace")["db0"]["keys"] == len(before["keys"])

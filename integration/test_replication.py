@@ -61,7 +61,14 @@ def explicit_ops(r):
     return k
 
 
-def assert_same_keyspace(a, b, with_get=True):
+def assert_same_keyspace(a, b, with_get=None):
+    """Same keys, values (DEBUG DIGEST-VALUE), expiry times and DEBUG DIGEST.
+
+    SESSION.GET replies are compared too when both servers are primaries
+    (replica reads are checked on their own in test_replica_serves_reads...).
+    """
+    if with_get is None:
+        with_get = all(s.info("replication")["role"] == "master" for s in (a, b))
     sa, sb = snapshot(a, with_get=with_get), snapshot(b, with_get=with_get)
     allk = sorted(set(sa["keys"]) | set(sb["keys"]))
     diff = [(k, sa["keys"].get(k), sb["keys"].get(k)) for k in allk if sa["keys"].get(k) != sb["keys"].get(k)]

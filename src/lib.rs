@@ -4,9 +4,9 @@
 //! table, the options. `core` holds the session logic in plain Rust; `glue`
 //! binds it to Redis.
 
-pub mod alloc;
+mod alloc;
 pub mod core;
-pub mod glue;
+mod glue;
 
 use std::os::raw::c_int;
 
@@ -15,7 +15,7 @@ use redis_module::{raw, redis_module, Context, InfoContext, RedisResult, RedisSt
 
 use glue::config::*;
 use glue::datatype::SESSION_TYPE;
-use glue::{cmd_index, cmd_internal, cmd_session, cmd_tenant, events, guard, rm};
+use glue::{cmd_index, cmd_internal, cmd_keyring, cmd_session, cmd_tenant, events, guard, rm};
 
 /// The command table: name, handler, flags, first/last/step key, arity.
 macro_rules! command_table {
@@ -63,6 +63,7 @@ command_table! {
     ["session.count", cmd_index::count, "readonly", 0, 0, 0, -2],
     ["session.stats", cmd_index::stats, "readonly", 0, 0, 0, -1],
     ["session.tenant", cmd_tenant::tenant, "write", 0, 0, 0, -2],
+    ["session.keyring", cmd_keyring::keyring, "admin", 0, 0, 0, 2],
     ["session.apply", cmd_internal::apply, "write deny-oom", 1, 1, 1, -3],
     ["session.applyrenew", cmd_internal::apply_renew, "write fast", 1, 1, 1, 5],
 }
@@ -84,6 +85,16 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
                 as c_int,
         )
     };
+    let keyfile = glue::config::keyfile(ctx.ctx);
+    if !keyfile.is_empty() {
+        match glue::sealing::load_keyfile(&keyfile) {
+            Ok(ring) => glue::state::with(|st| st.keyring = Some(ring)),
+            Err(e) => {
+                ctx.log_warning(&format!("session: refusing to load: {e}"));
+                return Status::Err;
+            }
+        }
+    }
     if register_commands(ctx) == Status::Err {
         return Status::Err;
     }
@@ -101,8 +112,21 @@ fn info(ctx: &InfoContext, _for_crash_report: bool) {
     for (name, v) in cmd_index::stats_rows(None) {
         ctx.add_info_field_long_long(name, v as i64);
     }
-    let tenants = glue::state::with(|st| st.tenants.len());
+    let (tenants, sealed, active) = glue::state::with(|st| {
+        let active = st
+            .keyring
+            .as_ref()
+            .map(|r| String::from_utf8_lossy(r.active_id()).into_owned());
+        (st.tenants.len(), st.index.sealed_counts(), active)
+    });
     ctx.add_info_field_long_long("tenants", tenants as i64);
+    ctx.add_info_field_str("keyring_active", active.as_deref().unwrap_or(""));
+    for (id, n) in sealed {
+        ctx.add_info_field_long_long(
+            &format!("sealed_values_{}", String::from_utf8_lossy(&id)),
+            n as i64,
+        );
+    }
 }
 
 redis_module! {
@@ -125,6 +149,7 @@ redis_module! {
         ],
         string: [
             ["key-prefix", &*KEY_PREFIX, "sess:", ConfigurationFlags::DEFAULT, None],
+            ["keyfile", &*KEYFILE, "", ConfigurationFlags::IMMUTABLE, None],
         ],
         bool: [],
         enum: [],

@@ -18,6 +18,8 @@ struct Entry {
     /// `tenant:subject`, or `None` for a session without a subject.
     group: Option<Rc<[u8]>>,
     data_bytes: u64,
+    /// Key id the data values are sealed under, and how many there are.
+    seal: Option<(Rc<[u8]>, u64)>,
 }
 
 /// Live totals of one tenant.
@@ -32,6 +34,7 @@ struct Db {
     by_key: Map<Rc<[u8]>, Entry>,
     by_group: Map<Rc<[u8]>, Set<Rc<[u8]>>>,
     live: Map<Rc<[u8]>, Live>,
+    sealed: Map<Rc<[u8]>, u64>,
 }
 
 /// The index of every database.
@@ -52,8 +55,25 @@ impl Index {
         &mut self.dbs[db]
     }
 
-    /// Records `key` as a live session of `tenant`/`subject` holding `data_bytes`.
-    pub fn upsert(&mut self, db: usize, key: &[u8], tenant: &[u8], subject: &[u8], data_bytes: u64) {
+    /// Records `key` as a live session of `tenant`/`subject` holding
+    /// `data_bytes`, with `seal` = (key id, values) when its data is sealed.
+    pub fn upsert(
+        &mut self,
+        db: usize,
+        key: &[u8],
+        tenant: &[u8],
+        subject: &[u8],
+        data_bytes: u64,
+        seal: Option<(&[u8], u64)>,
+    ) {
+        if self.dbs.get(db).is_some_and(|d| {
+            d.by_key
+                .get(key)
+                .is_some_and(|e| e.seal.is_some() || seal.is_some())
+        }) {
+            // Sealing counts move with the value: re-insert from scratch.
+            self.remove(db, key);
+        }
         let d = self.db(db);
         if let Some(e) = d.by_key.get_mut(key) {
             let same_group = match &e.group {
@@ -88,12 +108,21 @@ impl Index {
         let live = d.live.entry(tenant.clone()).or_default();
         live.sessions += 1;
         live.data_bytes += data_bytes;
+        let seal = seal.map(|(id, n)| {
+            let id: Rc<[u8]> = match d.sealed.get_key_value(id) {
+                Some((existing, _)) => existing.clone(),
+                None => id.into(),
+            };
+            *d.sealed.entry(id.clone()).or_default() += n;
+            (id, n)
+        });
         d.by_key.insert(
             key,
             Entry {
                 tenant,
                 group,
                 data_bytes,
+                seal,
             },
         );
     }
@@ -107,6 +136,14 @@ impl Index {
                 set.remove(key);
                 if set.is_empty() {
                     d.by_group.remove(g);
+                }
+            }
+        }
+        if let Some((id, n)) = &e.seal {
+            if let Some(count) = d.sealed.get_mut(id) {
+                *count -= n;
+                if *count == 0 {
+                    d.sealed.remove(id);
                 }
             }
         }
@@ -159,6 +196,17 @@ impl Index {
         total
     }
 
+    /// Sealed data values per key id, over every database.
+    pub fn sealed_counts(&self) -> std::collections::BTreeMap<Vec<u8>, u64> {
+        let mut out = std::collections::BTreeMap::new();
+        for d in &self.dbs {
+            for (id, n) in &d.sealed {
+                *out.entry(id.to_vec()).or_default() += n;
+            }
+        }
+        out
+    }
+
     pub fn clear_db(&mut self, db: usize) {
         if let Some(d) = self.dbs.get_mut(db) {
             *d = Db::default();
@@ -183,10 +231,10 @@ mod tests {
     #[test]
     fn tracks_groups_and_totals() {
         let mut ix = Index::default();
-        ix.upsert(0, b"k1", b"acme", b"u1", 10);
-        ix.upsert(0, b"k2", b"acme", b"u1", 5);
-        ix.upsert(0, b"k3", b"acme", b"", 1);
-        ix.upsert(1, b"k4", b"acme", b"u1", 1);
+        ix.upsert(0, b"k1", b"acme", b"u1", 10, None);
+        ix.upsert(0, b"k2", b"acme", b"u1", 5, None);
+        ix.upsert(0, b"k3", b"acme", b"", 1, None);
+        ix.upsert(1, b"k4", b"acme", b"u1", 1, None);
         assert_eq!(
             ix.keys_of(0, b"acme", b"u1"),
             vec![b"k1".to_vec(), b"k2".to_vec()]
@@ -205,9 +253,9 @@ mod tests {
                 data_bytes: 17
             }
         );
-        ix.upsert(0, b"k1", b"acme", b"u1", 20);
+        ix.upsert(0, b"k1", b"acme", b"u1", 20, None);
         assert_eq!(ix.live(0, b"acme").data_bytes, 26);
-        ix.upsert(0, b"k1", b"acme", b"u2", 20);
+        ix.upsert(0, b"k1", b"acme", b"u2", 20, None);
         assert_eq!(ix.keys_of(0, b"acme", b"u1"), vec![b"k2".to_vec()]);
         assert_eq!(ix.keys_of(0, b"acme", b"u2"), vec![b"k1".to_vec()]);
         assert_eq!(ix.remove(0, b"k2").as_deref(), Some(&b"acme"[..]));
@@ -218,5 +266,14 @@ mod tests {
         assert_eq!(ix.live(1, b"acme").sessions, 2);
         ix.clear_db(1);
         assert_eq!(ix.live_total(None).sessions, 1);
+        ix.upsert(0, b"s1", b"acme", b"u", 3, Some((b"k1", 2)));
+        ix.upsert(0, b"s2", b"acme", b"u", 3, Some((b"k1", 3)));
+        assert_eq!(ix.sealed_counts().get(&b"k1"[..]), Some(&5));
+        ix.upsert(0, b"s1", b"acme", b"u", 3, Some((b"k2", 2)));
+        assert_eq!(ix.sealed_counts().get(&b"k1"[..]), Some(&3));
+        assert_eq!(ix.sealed_counts().get(&b"k2"[..]), Some(&2));
+        ix.remove(0, b"s2");
+        ix.upsert(0, b"s1", b"acme", b"u", 3, None);
+        assert!(ix.sealed_counts().is_empty());
     }
 }

@@ -8,6 +8,8 @@ bitflags::bitflags! {
     pub struct Flags: u32 {
         /// Data dropped; reads answer `REVOKED <reason>` until `revoked_until`.
         const REVOKED = 1;
+        /// Data values are sealed (`core::seal`).
+        const SEALED = 2;
     }
 }
 
@@ -291,6 +293,7 @@ impl Session {
     pub fn revoke(&mut self, now: i64, reason: &[u8], retention: i64) {
         self.revoked_until = self.grace_until().min(now.saturating_add(retention));
         self.flags |= Flags::REVOKED;
+        self.flags -= Flags::SEALED;
         self.reason = if reason.is_empty() {
             DEFAULT_REASON.into()
         } else {

@@ -69,8 +69,19 @@ pub fn index_value(ctx: Ctx, name: &[u8], tenant: &[u8], s: &Session) {
         if s.flags.contains(Flags::REVOKED) {
             st.index.remove(db, name);
         } else {
+            let seal = s
+                .flags
+                .contains(Flags::SEALED)
+                .then(|| {
+                    s.data
+                        .iter()
+                        .next()
+                        .and_then(|(_, v)| crate::core::seal::key_id(v))
+                })
+                .flatten()
+                .map(|id| (id, s.data.len() as u64));
             st.index
-                .upsert(db, name, tenant, &s.subject, s.data.payload_bytes() as u64);
+                .upsert(db, name, tenant, &s.subject, s.data.payload_bytes() as u64, seal);
         }
     });
 }

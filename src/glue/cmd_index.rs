@@ -20,7 +20,7 @@ pub const WRITE: u32 = raw::REDISMODULE_CMD_KEY_UPDATE;
 
 /// A tenant argument: valid, and allowed by the caller's ACL key patterns
 /// (checked on the probe key `<prefix><tenant>:*`).
-pub fn tenant_arg<'a>(ctx: Ctx, tenant: &'a [u8], flags: u32) -> Result<&'a [u8], CmdError> {
+pub fn tenant_arg(ctx: Ctx, tenant: &[u8], flags: u32) -> Result<&[u8], CmdError> {
     if !keys::valid_tenant(tenant) {
         return Err(CmdError::Err("invalid tenant".into()));
     }

@@ -8,19 +8,19 @@ use super::config;
 use super::guard::{Args, CmdError, CmdResult};
 use super::parse::{self, is, once};
 use super::rm::{self, Ctx, Key, Slot};
+use super::sealing;
 use super::state;
 use crate::core::flatmap::FlatMap;
-use crate::core::keys;
-use crate::core::session::{Session, State, Timeouts, REASON_MAX};
+use crate::core::keys::{self, SessionKey};
+use crate::core::session::{Flags, Session, State, Timeouts, REASON_MAX};
 use crate::core::stats::Counter;
 use crate::core::tenants::OnLimit;
 
-/// The tenant of argv[1], or `ERR invalid session key` when it is not
+/// Tenant and sid of argv[1], or `ERR invalid session key` when it is not
 /// `<prefix><tenant>:<sid>`.
-fn check_key<'a>(ctx: Ctx, args: &Args<'a>) -> Result<&'a [u8], CmdError> {
+fn check_key<'a>(ctx: Ctx, args: &Args<'a>) -> Result<SessionKey<'a>, CmdError> {
     let name = args.get(1);
-    config::with_prefix(ctx.0, |prefix| keys::parse(name, prefix).map(|k| k.tenant))
-        .ok_or(CmdError::InvalidKey)
+    config::with_prefix(ctx.0, |prefix| keys::parse(name, prefix)).ok_or(CmdError::InvalidKey)
 }
 
 /// A session as the commands see it.
@@ -43,7 +43,7 @@ fn lookup(key: &Key, now: i64) -> Result<Found<'_>, CmdError> {
 }
 
 /// Opens the session named by argv[1]; `Ok(None)` when missing.
-fn open_live<'k>(key: &'k Key, now: i64) -> Result<Option<&'k mut Session>, CmdError> {
+fn open_live(key: &Key, now: i64) -> Result<Option<&mut Session>, CmdError> {
     match lookup(key, now)? {
         Found::Missing => Ok(None),
         Found::Revoked(reason) => Err(CmdError::Revoked(reason.to_vec())),
@@ -53,7 +53,8 @@ fn open_live<'k>(key: &'k Key, now: i64) -> Result<Option<&'k mut Session>, CmdE
 
 /// SESSION.CREATE key [SUBJECT s] [IDLE ms] [ABSOLUTE ms] [GRACE ms] [META n name value ...] [DATA field value ...]
 pub fn create(ctx: Ctx, args: Args) -> CmdResult {
-    let tenant = check_key(ctx, &args)?;
+    let k = check_key(ctx, &args)?;
+    let tenant = k.tenant;
     let (mut subject, mut idle, mut absolute, mut grace, mut meta) = (None, None, None, None, None);
     let mut data = Vec::new();
     let mut i = 2;
@@ -91,7 +92,7 @@ pub fn create(ctx: Ctx, args: Args) -> CmdResult {
     };
     let subject = subject.unwrap_or_default();
     let now = rm::now_ms();
-    let session = Session::create(
+    let mut session = Session::create(
         now,
         subject,
         t,
@@ -121,6 +122,7 @@ pub fn create(ctx: Ctx, args: Args) -> CmdResult {
             }
         }
     }
+    sealing::seal_after_write(&mut session, &k);
     if !key.put(Box::new(session)) {
         return Err(CmdError::Err("could not store the session".into()));
     }
@@ -140,7 +142,8 @@ enum DataView<'a> {
 
 /// SESSION.GET key [TOUCH] [FIELDS n field ...] [NODATA]
 pub fn get(ctx: Ctx, args: Args) -> CmdResult {
-    let tenant = check_key(ctx, &args)?;
+    let k = check_key(ctx, &args)?;
+    let tenant = k.tenant;
     let mut touch = false;
     let mut view = None;
     let mut i = 2;
@@ -169,6 +172,14 @@ pub fn get(ctx: Ctx, args: Args) -> CmdResult {
         }
         return found.map(|_| ctx.reply_null());
     };
+    let view = view.unwrap_or(DataView::All);
+    // Sealed data is opened before anything changes, so a value that fails
+    // to open leaves the session untouched.
+    let opened = match view {
+        DataView::None => None,
+        _ if s.flags.contains(Flags::SEALED) => Some(sealing::open_data(s, &k)?.into_owned()),
+        _ => None,
+    };
     let renewal = touch.then(|| s.renew(now, None, config::touch_resolution()));
     state::with(|st| {
         st.stats.bump(tenant, Counter::Hits, true);
@@ -185,7 +196,7 @@ pub fn get(ctx: Ctx, args: Args) -> CmdResult {
     if renewal.is_some_and(|r| r.applied) {
         commit(ctx, &key, args.raw(1), tenant, s, Write::Renew);
     }
-    reply_session(ctx, s, now, &view.unwrap_or(DataView::All));
+    reply_session(ctx, s, now, &view, opened.as_ref().unwrap_or(&s.data));
     Ok(())
 }
 
@@ -198,7 +209,7 @@ fn reply_pairs<'a>(ctx: Ctx, len: usize, pairs: impl Iterator<Item = (&'a [u8], 
 }
 
 /// The session map of SPEC `SESSION.GET`, written straight from the stored value.
-fn reply_session(ctx: Ctx, s: &Session, now: i64, view: &DataView) {
+fn reply_session(ctx: Ctx, s: &Session, now: i64, view: &DataView, data: &FlatMap) {
     ctx.reply_map(if matches!(view, DataView::None) { 9 } else { 10 });
     ctx.reply_simple(c"subject");
     ctx.reply_bulk(&s.subject);
@@ -230,7 +241,7 @@ fn reply_session(ctx: Ctx, s: &Session, now: i64, view: &DataView) {
         DataView::None => {}
         DataView::All => {
             ctx.reply_simple(c"data");
-            reply_pairs(ctx, s.data.len(), s.data.iter());
+            reply_pairs(ctx, data.len(), data.iter());
         }
         DataView::Fields(fields) => {
             ctx.reply_simple(c"data");
@@ -240,7 +251,7 @@ fn reply_session(ctx: Ctx, s: &Session, now: i64, view: &DataView) {
                 if fields[..j].contains(f) {
                     continue;
                 }
-                if let Some(v) = s.data.get(f) {
+                if let Some(v) = data.get(f) {
                     ctx.reply_bulk(f);
                     ctx.reply_bulk(v);
                     n += 1;
@@ -253,7 +264,8 @@ fn reply_session(ctx: Ctx, s: &Session, now: i64, view: &DataView) {
 
 /// SESSION.RENEW key [IDLE ms]
 pub fn renew(ctx: Ctx, args: Args) -> CmdResult {
-    let tenant = check_key(ctx, &args)?;
+    let k = check_key(ctx, &args)?;
+    let tenant = k.tenant;
     let idle = match args.len() {
         2 => None,
         4 if is(args.get(2), "IDLE") => Some(parse::time(args.get(3), 1)?),
@@ -281,7 +293,8 @@ pub fn renew(ctx: Ctx, args: Args) -> CmdResult {
 
 /// SESSION.SET key [IFVERSION v] [META n name value ...] [UNSET n field ...] [DATA field value ...]
 pub fn set(ctx: Ctx, args: Args) -> CmdResult {
-    let tenant = check_key(ctx, &args)?;
+    let k = check_key(ctx, &args)?;
+    let tenant = k.tenant;
     let (mut if_version, mut meta, mut unset, mut data) = (None, None, None, None);
     let mut i = 2;
     while i < args.len() {
@@ -313,18 +326,43 @@ pub fn set(ctx: Ctx, args: Args) -> CmdResult {
         ctx.reply_null();
         return Ok(());
     };
-    let version = s
-        .set(
+    let limits = tenant_limits(tenant);
+    write_data(ctx, &key, args.raw(1), &k, s, |s| {
+        s.set(
             if_version,
             &meta.unwrap_or_default(),
             &unset.unwrap_or_default(),
             &data.unwrap_or_default(),
-            &tenant_limits(tenant),
+            &limits,
         )
-        .map_err(|e| count_conflict(tenant, e))?;
-    commit(ctx, &key, args.raw(1), tenant, s, Write::Set);
-    ctx.reply_int(version);
-    Ok(())
+    })
+}
+
+/// Runs a data write on the plaintext of `s`, re-seals, commits and replies
+/// with the new version; a refused write leaves the stored value as it was.
+fn write_data(
+    ctx: Ctx,
+    key: &Key,
+    name: rm::RStr,
+    k: &SessionKey,
+    s: &mut Session,
+    f: impl FnOnce(&mut Session) -> Result<i64, crate::core::session::Error>,
+) -> CmdResult {
+    let stored = sealing::unseal_for_write(s, k)?;
+    match f(s) {
+        Ok(version) => {
+            sealing::seal_after_write(s, k);
+            commit(ctx, key, name, k.tenant, s, Write::Set);
+            ctx.reply_int(version);
+            Ok(())
+        }
+        Err(e) => {
+            if let Some(data) = stored {
+                s.data = data;
+            }
+            Err(count_conflict(k.tenant, e))
+        }
+    }
 }
 
 /// The data limits of a tenant: its MAXDATA over the module's limits.
@@ -343,7 +381,8 @@ fn count_conflict(tenant: &[u8], e: crate::core::session::Error) -> CmdError {
 
 /// SESSION.CAS key version [DATA field value ...]
 pub fn cas(ctx: Ctx, args: Args) -> CmdResult {
-    let tenant = check_key(ctx, &args)?;
+    let k = check_key(ctx, &args)?;
+    let tenant = k.tenant;
     let version = parse::at_least(args.get(2), 0)?;
     let data = match args.len() {
         3 => Vec::new(),
@@ -356,17 +395,16 @@ pub fn cas(ctx: Ctx, args: Args) -> CmdResult {
         ctx.reply_null();
         return Ok(());
     };
-    let version = s
-        .cas(version, FlatMap::from_pairs(data), &tenant_limits(tenant))
-        .map_err(|e| count_conflict(tenant, e))?;
-    commit(ctx, &key, args.raw(1), tenant, s, Write::Set);
-    ctx.reply_int(version);
-    Ok(())
+    let limits = tenant_limits(tenant);
+    write_data(ctx, &key, args.raw(1), &k, s, |s| {
+        s.cas(version, FlatMap::from_pairs(data), &limits)
+    })
 }
 
 /// SESSION.REVOKE key [REASON text]
 pub fn revoke(ctx: Ctx, args: Args) -> CmdResult {
-    let tenant = check_key(ctx, &args)?;
+    let k = check_key(ctx, &args)?;
+    let tenant = k.tenant;
     let reason: &[u8] = match args.len() {
         2 => b"",
         4 if is(args.get(2), "REASON") => args.get(3),
@@ -393,7 +431,7 @@ pub fn revoke(ctx: Ctx, args: Args) -> CmdResult {
 
 /// SESSION.TTL key
 pub fn ttl(ctx: Ctx, args: Args) -> CmdResult {
-    let _tenant = check_key(ctx, &args)?;
+    check_key(ctx, &args)?;
     let now = rm::now_ms();
     let key = Key::open(ctx, args.raw(1), false);
     let Some(s) = open_live(&key, now)? else {

@@ -54,3 +54,12 @@ pub fn with_prefix<T>(ctx: *mut redis_module::raw::RedisModuleCtx, f: impl FnOnc
     let prefix = KEY_PREFIX.lock(&context);
     f(prefix.as_bytes())
 }
+
+/// Path of the key file that seals data at rest; empty = no sealing.
+pub static KEYFILE: LazyLock<RedisGILGuard<String>> = LazyLock::new(|| RedisGILGuard::new(String::new()));
+
+pub fn keyfile(ctx: *mut redis_module::raw::RedisModuleCtx) -> String {
+    let context = Context::new(ctx);
+    let path = KEYFILE.lock(&context);
+    path.clone()
+}

@@ -13,7 +13,6 @@ use super::guard::guarded;
 use super::rm::{self, api, Ctx, Key, Slot};
 use super::state;
 use crate::core::keys;
-use crate::core::session::Flags;
 use crate::core::stats::Counter;
 
 fn tenant_of(ctx: Ctx, name: &[u8]) -> Option<Vec<u8>> {
@@ -22,7 +21,7 @@ fn tenant_of(ctx: Ctx, name: &[u8]) -> Option<Vec<u8>> {
 
 /// The type's unlink callback: a session key is leaving the keyspace
 /// (DEL, UNLINK, expiry, eviction, overwrite, the source of RENAME/MOVE).
-pub extern "C" fn unlink2(octx: *mut raw::RedisModuleKeyOptCtx, _value: *const c_void) {
+pub(crate) extern "C" fn unlink2(octx: *mut raw::RedisModuleKeyOptCtx, _value: *const c_void) {
     guarded((), || unsafe {
         let name = api!(RedisModule_GetKeyNameFromOptCtx)(octx);
         let db = api!(RedisModule_GetDbIdFromOptCtx)(octx).max(0) as usize;
@@ -40,7 +39,7 @@ pub extern "C" fn unlink2(octx: *mut raw::RedisModuleKeyOptCtx, _value: *const c
 }
 
 /// Keyspace notifications (generic, expired, evicted).
-pub unsafe extern "C" fn on_keyspace_event(
+unsafe extern "C" fn on_keyspace_event(
     ctx: *mut raw::RedisModuleCtx,
     _type: c_int,
     event: *const c_char,
@@ -153,17 +152,9 @@ fn rebuild_index(ctx: Ctx) {
     state::with(|st| st.index.clear());
     let mut db = 0;
     while ctx.select_db(db) {
-        let mut found = Vec::new();
         ctx.scan_sessions(|name, s| {
-            if !s.flags.contains(Flags::REVOKED) {
-                found.push((name.to_vec(), s.subject.to_vec(), s.data.payload_bytes() as u64));
-            }
-        });
-        state::with(|st| {
-            for (name, subject, bytes) in found {
-                if let Some(tenant) = tenant_of(ctx, &name) {
-                    st.index.upsert(db, &name, &tenant, &subject, bytes);
-                }
+            if let Some(tenant) = tenant_of(ctx, name) {
+                index_value(ctx, name, &tenant, s);
             }
         });
         db += 1;

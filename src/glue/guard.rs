@@ -23,6 +23,7 @@ pub enum CmdError {
     Revoked(Vec<u8>),
     Limit(String),
     NoPerm(String),
+    Sealed(String),
     Err(String),
 }
 
@@ -38,6 +39,7 @@ impl CmdError {
             CmdError::TooBig(what) => format!("TOOBIG {what}"),
             CmdError::Revoked(reason) => format!("REVOKED {}", String::from_utf8_lossy(reason)),
             CmdError::Limit(what) => format!("LIMIT {what}"),
+            CmdError::Sealed(what) => format!("SEALED {what}"),
             CmdError::NoPerm(tenant) => {
                 format!("NOPERM this user has no permissions to access tenant '{tenant}'")
             }
@@ -84,7 +86,7 @@ impl<'a> Args<'a> {
 /// Arity as Redis declares it: `n` exactly, or `-n` for at least n.
 pub type Arity = i32;
 
-pub fn run(
+pub(crate) fn run(
     ctx: *mut raw::RedisModuleCtx,
     argv: *mut RStr,
     argc: c_int,

@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod cmd_index;
 pub mod cmd_internal;
+pub mod cmd_keyring;
 pub mod cmd_session;
 pub mod cmd_tenant;
 pub mod config;
@@ -11,4 +12,5 @@ pub mod events;
 pub mod guard;
 pub mod parse;
 pub mod rm;
+pub mod sealing;
 pub mod state;

@@ -70,16 +70,19 @@ pub fn counted(args: &Args, i: usize, per: usize) -> Result<(std::ops::Range<usi
     Ok((start..end, end))
 }
 
+/// Name/value pairs borrowed from the arguments.
+pub type Pairs<'a> = Vec<(&'a [u8], &'a [u8])>;
+
 /// Field/value pairs from the arguments in `range`.
-pub fn pairs<'a>(args: &Args<'a>, range: std::ops::Range<usize>) -> Vec<(&'a [u8], &'a [u8])> {
+pub fn pairs<'a>(args: &Args<'a>, range: std::ops::Range<usize>) -> Pairs<'a> {
     range.step_by(2).map(|i| (args.get(i), args.get(i + 1))).collect()
 }
 
 /// `DATA field value ...` taking every argument from `i` on: an even,
 /// non-zero count, or the command's arity error.
-pub fn data_tail<'a>(args: &Args<'a>, i: usize, cmd: &str) -> Result<Vec<(&'a [u8], &'a [u8])>, CmdError> {
+pub fn data_tail<'a>(args: &Args<'a>, i: usize, cmd: &str) -> Result<Pairs<'a>, CmdError> {
     let rest = args.len() - i - 1;
-    if rest == 0 || rest % 2 != 0 {
+    if rest == 0 || !rest.is_multiple_of(2) {
         return Err(CmdError::Err(format!(
             "wrong number of arguments for '{cmd}' command"
         )));

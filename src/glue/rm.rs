@@ -371,10 +371,4 @@ impl Ctx {
             api!(RedisModule_ScanCursorDestroy)(cursor);
         }
     }
-
-    /// Whether Redis is loading an RDB or AOF.
-    pub fn is_loading(self) -> bool {
-        let f = unsafe { api!(RedisModule_GetContextFlags)(self.0) };
-        f & raw::REDISMODULE_CTX_FLAGS_LOADING as c_int != 0
-    }
 }

@@ -15,6 +15,8 @@ pub struct State {
     /// The session key deleted last (db, key, tenant), so that the `expired`
     /// or `evicted` notification that follows the deletion can be counted.
     pub last_unlinked: Option<(usize, Vec<u8>, Vec<u8>)>,
+    /// Keys for sealing data at rest (module option `keyfile`).
+    pub keyring: Option<crate::core::seal::Keyring>,
     /// Set while Redis loads an RDB or AOF; the index is rebuilt at the end.
     pub loading: bool,
 }
