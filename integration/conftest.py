@@ -5,8 +5,6 @@ Environment:
   REDIS_SERVER    redis-server binary (default: the one on PATH)
 """
 
-import os
-import time
 from pathlib import Path
 
 import pytest
@@ -75,8 +73,9 @@ def make_pair(make_server):
     """Factory: a primary + replica, linked and in sync."""
 
     def make(module_args=None, config=None, replica_config=None, link=True):
+        config = {"repl-diskless-sync-delay": 0, **(config or {})}
         primary = make_server(module_args=module_args, config=config, name="primary")
-        rc = dict(config or {})
+        rc = dict(config)
         rc.update(replica_config or {})
         replica = make_server(module_args=module_args, config=rc, name="replica")
         if link:
