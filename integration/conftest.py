@@ -12,6 +12,17 @@ import pytest
 from sessionlib import MODULE_PATH, Server, replicate
 
 
+DEFAULT_TIMEOUT = 300  # seconds per test, when pytest-timeout is installed
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.pluginmanager.hasplugin("timeout"):
+        return
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(DEFAULT_TIMEOUT))
+
+
 def pytest_report_header(config):
     exists = "found" if Path(MODULE_PATH).exists() else "MISSING"
     return [f"session module: {MODULE_PATH} ({exists})"]

@@ -464,6 +464,15 @@ def replicate(replica, primary, timeout=30):
     replica.admin().execute_command("REPLICAOF", "127.0.0.1", primary.port)
     wait_for(lambda: replica.info("replication").get("master_link_status") == "up", timeout,
              what="master_link_status:up")
+
+    def online():
+        # after a diskless sync the primary holds the stream back until the
+        # replica's first REPLCONF ACK (sent once a second): wait for "online"
+        for k, v in primary.info("replication").items():
+            if k.startswith("slave") and isinstance(v, dict) and int(v.get("port", -1)) == replica.port:
+                return v.get("state") == "online"
+        return False
+    wait_for(online, timeout, what="replica online on the primary")
     wait_sync(primary, replica, timeout)
 
 

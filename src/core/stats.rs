@@ -82,13 +82,21 @@ impl Stats {
     /// row of its own when `new_tenant_ok`: misses on made-up tenants must
     /// not grow module memory.
     pub fn bump(&mut self, tenant: &[u8], c: Counter, new_tenant_ok: bool) {
-        *self.total.slot(c) += 1;
-        if let Some(t) = self.per_tenant.get_mut(tenant) {
-            *t.slot(c) += 1;
-        } else if new_tenant_ok {
-            let mut t = Counters::default();
-            *t.slot(c) += 1;
-            self.per_tenant.insert(tenant.into(), t);
+        self.bump_all(tenant, &[c], new_tenant_ok);
+    }
+
+    /// Counts each of `cs` for `tenant` with one lookup (the read path).
+    pub fn bump_all(&mut self, tenant: &[u8], cs: &[Counter], new_tenant_ok: bool) {
+        for &c in cs {
+            *self.total.slot(c) += 1;
+        }
+        let row = match self.per_tenant.get_mut(tenant) {
+            Some(row) => row,
+            None if new_tenant_ok => self.per_tenant.entry(tenant.into()).or_default(),
+            None => return,
+        };
+        for &c in cs {
+            *row.slot(c) += 1;
         }
     }
 

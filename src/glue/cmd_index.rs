@@ -1,8 +1,6 @@
 //! The keyless commands that read the per-subject index and the counters:
 //! LIST, REVOKEALL, COUNT, STATS. None of them scans the keyspace.
 
-use std::ffi::CString;
-
 use redis_module::raw;
 
 use super::apply::{commit, Write};
@@ -155,9 +153,7 @@ pub fn stats(ctx: Ctx, args: Args) -> CmdResult {
     let rows = stats_rows(tenant);
     ctx.reply_map(rows.len());
     for (name, v) in rows {
-        if let Ok(c) = CString::new(name) {
-            ctx.reply_simple(&c);
-        }
+        ctx.reply_bulk(name.as_bytes());
         ctx.reply_int(v as i64);
     }
     Ok(())

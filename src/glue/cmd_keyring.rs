@@ -46,7 +46,7 @@ fn list(ctx: Ctx) -> CmdResult {
     ctx.reply_map(ids.len());
     for (i, id) in ids.iter().enumerate() {
         ctx.reply_bulk(id);
-        ctx.reply_simple(if i == 0 { c"active" } else { c"available" });
+        ctx.reply_bulk(if i == 0 { b"active" } else { b"available" });
     }
     Ok(())
 }

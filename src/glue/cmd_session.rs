@@ -134,9 +134,10 @@ pub fn create(ctx: Ctx, args: Args) -> CmdResult {
 }
 
 /// Which data fields a read returns.
-enum DataView<'a> {
+enum DataView {
     All,
-    Fields(Vec<&'a [u8]>),
+    /// The argument positions of the requested field names.
+    Fields(std::ops::Range<usize>),
     None,
 }
 
@@ -157,7 +158,7 @@ pub fn get(ctx: Ctx, args: Args) -> CmdResult {
             i += 1;
         } else if is(opt, "FIELDS") {
             let (range, next) = parse::counted(&args, i, 1)?;
-            once(&mut view, DataView::Fields(range.map(|j| args.get(j)).collect()))?;
+            once(&mut view, DataView::Fields(range))?;
             i = next;
         } else {
             return Err(CmdError::Syntax);
@@ -181,22 +182,25 @@ pub fn get(ctx: Ctx, args: Args) -> CmdResult {
         _ => None,
     };
     let renewal = touch.then(|| s.renew(now, None, config::touch_resolution()));
-    state::with(|st| {
-        st.stats.bump(tenant, Counter::Hits, true);
-        if let Some(r) = renewal {
-            st.stats.bump(tenant, Counter::Touches, true);
-            if r.applied {
-                st.stats.bump(tenant, Counter::TouchesPropagated, true);
-            }
-            if r.revived {
-                st.stats.bump(tenant, Counter::GraceRenewals, true);
+    let mut counted = [Counter::Hits; 4];
+    let mut n = 1;
+    if let Some(r) = renewal {
+        for (yes, c) in [
+            (true, Counter::Touches),
+            (r.applied, Counter::TouchesPropagated),
+            (r.revived, Counter::GraceRenewals),
+        ] {
+            if yes {
+                counted[n] = c;
+                n += 1;
             }
         }
-    });
+    }
+    state::with(|st| st.stats.bump_all(tenant, &counted[..n], true));
     if renewal.is_some_and(|r| r.applied) {
         commit(ctx, &key, args.raw(1), tenant, s, Write::Renew);
     }
-    reply_session(ctx, s, now, &view, opened.as_ref().unwrap_or(&s.data));
+    reply_session(ctx, s, now, &args, &view, opened.as_ref().unwrap_or(&s.data));
     Ok(())
 }
 
@@ -209,55 +213,55 @@ fn reply_pairs<'a>(ctx: Ctx, len: usize, pairs: impl Iterator<Item = (&'a [u8], 
 }
 
 /// The session map of SPEC `SESSION.GET`, written straight from the stored value.
-fn reply_session(ctx: Ctx, s: &Session, now: i64, view: &DataView, data: &FlatMap) {
+fn reply_session(ctx: Ctx, s: &Session, now: i64, args: &Args, view: &DataView, data: &FlatMap) {
     ctx.reply_map(if matches!(view, DataView::None) { 9 } else { 10 });
-    ctx.reply_simple(c"subject");
+    ctx.reply_bulk(b"subject");
     ctx.reply_bulk(&s.subject);
-    ctx.reply_simple(c"created");
+    ctx.reply_bulk(b"created");
     ctx.reply_int(s.created);
-    ctx.reply_simple(c"version");
+    ctx.reply_bulk(b"version");
     ctx.reply_int(s.version);
-    ctx.reply_simple(c"state");
+    ctx.reply_bulk(b"state");
     ctx.reply_simple(if s.state(now) == State::Grace {
         c"grace"
     } else {
         c"active"
     });
-    ctx.reply_simple(c"last_access");
+    ctx.reply_bulk(b"last_access");
     ctx.reply_int(s.last_access);
-    ctx.reply_simple(c"idle_deadline");
+    ctx.reply_bulk(b"idle_deadline");
     ctx.reply_int(s.idle_deadline());
-    ctx.reply_simple(c"absolute_deadline");
+    ctx.reply_bulk(b"absolute_deadline");
     ctx.reply_int(if s.absolute_deadline > 0 {
         s.absolute_deadline
     } else {
         -1
     });
-    ctx.reply_simple(c"grace_until");
+    ctx.reply_bulk(b"grace_until");
     ctx.reply_int(s.grace_until());
-    ctx.reply_simple(c"meta");
+    ctx.reply_bulk(b"meta");
     reply_pairs(ctx, s.meta.len(), s.meta.iter());
     match view {
         DataView::None => {}
         DataView::All => {
-            ctx.reply_simple(c"data");
+            ctx.reply_bulk(b"data");
             reply_pairs(ctx, data.len(), data.iter());
         }
-        DataView::Fields(fields) => {
-            ctx.reply_simple(c"data");
-            ctx.reply_map_postponed();
-            let mut n = 0;
-            for (j, f) in fields.iter().enumerate() {
-                if fields[..j].contains(f) {
-                    continue;
-                }
-                if let Some(v) = data.get(f) {
-                    ctx.reply_bulk(f);
-                    ctx.reply_bulk(v);
-                    n += 1;
-                }
-            }
-            ctx.set_map_len(n);
+        DataView::Fields(range) => {
+            // A field asked for twice is answered once; the length goes
+            // first, so the reply stays one contiguous buffer.
+            let wanted = || {
+                range
+                    .clone()
+                    .map(|j| args.get(j))
+                    .enumerate()
+                    .filter_map(|(n, f)| {
+                        let first = !range.clone().take(n).any(|j| args.get(j) == f);
+                        data.get(f).filter(|_| first).map(|v| (f, v))
+                    })
+            };
+            ctx.reply_bulk(b"data");
+            reply_pairs(ctx, wanted().count(), wanted());
         }
     }
 }
@@ -440,17 +444,17 @@ pub fn ttl(ctx: Ctx, args: Args) -> CmdResult {
     };
     let t = s.ttl(now);
     ctx.reply_map(4);
-    ctx.reply_simple(c"state");
+    ctx.reply_bulk(b"state");
     ctx.reply_simple(if t.state == State::Grace {
         c"grace"
     } else {
         c"active"
     });
-    ctx.reply_simple(c"idle_ms");
+    ctx.reply_bulk(b"idle_ms");
     ctx.reply_int(t.idle_ms);
-    ctx.reply_simple(c"absolute_ms");
+    ctx.reply_bulk(b"absolute_ms");
     ctx.reply_int(t.absolute_ms);
-    ctx.reply_simple(c"grace_ms");
+    ctx.reply_bulk(b"grace_ms");
     ctx.reply_int(t.grace_ms);
     Ok(())
 }

@@ -1,8 +1,6 @@
 //! SESSION.TENANT SET/GET/DEL/LIST: per-tenant settings, replicated and
 //! persisted (RDB aux data; see `datatype` for the AOF).
 
-use std::ffi::CString;
-
 use super::cmd_index::{tenant_arg, READ, WRITE};
 use super::config;
 use super::guard::{Args, CmdError, CmdResult};
@@ -78,19 +76,17 @@ fn get(ctx: Ctx, args: Args) -> CmdResult {
     let l = s.limits(config::limits());
     ctx.reply_map(6);
     for (name, v) in [
-        (c"idle", t.idle),
-        (c"absolute", t.absolute),
-        (c"grace", t.grace),
-        (c"maxdata", l.max_data_bytes as i64),
-        (c"maxpersubject", s.maxpersubject.unwrap_or(0)),
+        ("idle", t.idle),
+        ("absolute", t.absolute),
+        ("grace", t.grace),
+        ("maxdata", l.max_data_bytes as i64),
+        ("maxpersubject", s.maxpersubject.unwrap_or(0)),
     ] {
-        ctx.reply_simple(name);
+        ctx.reply_bulk(name.as_bytes());
         ctx.reply_int(v);
     }
-    ctx.reply_simple(c"onlimit");
-    if let Ok(c) = CString::new(s.onlimit.unwrap_or_default().name()) {
-        ctx.reply_simple(&c);
-    }
+    ctx.reply_bulk(b"onlimit");
+    ctx.reply_bulk(s.onlimit.unwrap_or_default().name().as_bytes());
     Ok(())
 }
 

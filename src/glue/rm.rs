@@ -53,7 +53,6 @@ pub fn check_api() -> Result<(), &'static str> {
         RedisModule_NotifyKeyspaceEvent,
         RedisModule_ReplyWithMap,
         RedisModule_ReplyWithArray,
-        RedisModule_ReplySetMapLength,
         RedisModule_ReplyWithStringBuffer,
         RedisModule_ReplyWithSimpleString,
         RedisModule_ReplyWithLongLong,
@@ -221,14 +220,6 @@ impl Drop for Key {
 impl Ctx {
     pub fn reply_map(self, len: usize) {
         unsafe { api!(RedisModule_ReplyWithMap)(self.0, len as _) };
-    }
-
-    pub fn reply_map_postponed(self) {
-        unsafe { api!(RedisModule_ReplyWithMap)(self.0, raw::REDISMODULE_POSTPONED_LEN as _) };
-    }
-
-    pub fn set_map_len(self, len: usize) {
-        unsafe { api!(RedisModule_ReplySetMapLength)(self.0, len as _) };
     }
 
     pub fn reply_array(self, len: usize) {
