@@ -8,6 +8,7 @@ mod alloc;
 pub mod core;
 mod glue;
 
+use std::ffi::CString;
 use std::os::raw::c_int;
 
 use redis_module::configuration::ConfigurationFlags;
@@ -16,6 +17,50 @@ use redis_module::{raw, redis_module, Context, InfoContext, RedisResult, RedisSt
 use glue::config::*;
 use glue::datatype::SESSION_TYPE;
 use glue::{cmd_index, cmd_internal, cmd_keyring, cmd_session, cmd_tenant, events, guard, rm};
+
+type CmdFunc = extern "C" fn(*mut raw::RedisModuleCtx, *mut *mut raw::RedisModuleString, c_int) -> c_int;
+
+/// Registers one command; `parent|sub` names a subcommand (its container is
+/// created on first use), so each subcommand carries its own flags.
+fn register(ctx: &Context, name: &str, handler: CmdFunc, flags: &str, keys: (c_int, c_int, c_int)) -> bool {
+    let ok = raw::REDISMODULE_OK as c_int;
+    let (parent, sub) = name.split_once('|').unwrap_or((name, ""));
+    let (Ok(flags), Ok(cparent), Ok(csub)) = (CString::new(flags), CString::new(parent), CString::new(sub))
+    else {
+        return false;
+    };
+    unsafe {
+        if sub.is_empty() {
+            return rm::api!(RedisModule_CreateCommand)(
+                ctx.ctx,
+                cparent.as_ptr(),
+                Some(handler),
+                flags.as_ptr(),
+                keys.0,
+                keys.1,
+                keys.2,
+            ) == ok;
+        }
+        let mut container = rm::api!(RedisModule_GetCommand)(ctx.ctx, cparent.as_ptr());
+        if container.is_null() {
+            if rm::api!(RedisModule_CreateCommand)(ctx.ctx, cparent.as_ptr(), None, c"".as_ptr(), 0, 0, 0)
+                != ok
+            {
+                return false;
+            }
+            container = rm::api!(RedisModule_GetCommand)(ctx.ctx, cparent.as_ptr());
+        }
+        rm::api!(RedisModule_CreateSubcommand)(
+            container,
+            csub.as_ptr(),
+            Some(handler),
+            flags.as_ptr(),
+            keys.0,
+            keys.1,
+            keys.2,
+        ) == ok
+    }
+}
 
 /// The command table: name, handler, flags, first/last/step key, arity.
 macro_rules! command_table {
@@ -29,18 +74,7 @@ macro_rules! command_table {
                 ) -> c_int {
                     guard::run(ctx, argv, argc, $name, $arity, $handler)
                 }
-                let rc = unsafe {
-                    rm::api!(RedisModule_CreateCommand)(
-                        ctx.ctx,
-                        concat!($name, "\0").as_ptr().cast(),
-                        Some(handler),
-                        concat!($flags, "\0").as_ptr().cast(),
-                        $first,
-                        $last,
-                        $step,
-                    )
-                };
-                if rc != raw::REDISMODULE_OK as c_int {
+                if !register(ctx, $name, handler, $flags, ($first, $last, $step)) {
                     ctx.log_warning(concat!("session: could not register ", $name));
                     return Status::Err;
                 }
@@ -62,8 +96,12 @@ command_table! {
     ["session.revokeall", cmd_index::revoke_all, "write", 0, 0, 0, -3],
     ["session.count", cmd_index::count, "readonly", 0, 0, 0, -2],
     ["session.stats", cmd_index::stats, "readonly", 0, 0, 0, -1],
-    ["session.tenant", cmd_tenant::tenant, "write", 0, 0, 0, -2],
-    ["session.keyring", cmd_keyring::keyring, "admin", 0, 0, 0, 2],
+    ["session.tenant|set", cmd_tenant::set, "write", 0, 0, 0, -4],
+    ["session.tenant|get", cmd_tenant::get, "readonly", 0, 0, 0, 3],
+    ["session.tenant|del", cmd_tenant::del, "write", 0, 0, 0, 3],
+    ["session.tenant|list", cmd_tenant::list, "readonly", 0, 0, 0, 2],
+    ["session.keyring|reload", cmd_keyring::reload, "admin", 0, 0, 0, 2],
+    ["session.keyring|list", cmd_keyring::list, "admin", 0, 0, 0, 2],
     ["session.apply", cmd_internal::apply, "write deny-oom", 1, 1, 1, -3],
     ["session.applyrenew", cmd_internal::apply_renew, "write fast", 1, 1, 1, 5],
 }

@@ -2,11 +2,13 @@
 //! times and explicit values, so replaying them gives the primary's value
 //! exactly, whenever and wherever they run.
 
+use super::apply::index_value;
+use super::config;
 use super::guard::{Args, CmdError, CmdResult};
 use super::parse::{self, is};
 use super::rm::{Ctx, Key, Slot};
-use crate::core::encoding;
 use crate::core::session::TIME_MAX;
+use crate::core::{encoding, keys};
 
 /// SESSION.APPLY key payload [NOEXPIRE]: stores a whole encoded value. The
 /// key expires at the value's end of life unless NOEXPIRE is given (the AOF
@@ -28,6 +30,11 @@ pub fn apply(ctx: Ctx, args: Args) -> CmdResult {
     }
     if set_expire {
         key.set_abs_expire(end);
+    }
+    let name = args.get(1);
+    let tenant = config::with_prefix(ctx.0, |p| keys::parse(name, p).map(|k| k.tenant));
+    if let (Some(tenant), Slot::Session(s)) = (tenant, key.slot()) {
+        index_value(ctx, name, tenant, s);
     }
     ctx.signal_modified(args.raw(1));
     ctx.notify(c"session.apply", args.raw(1));

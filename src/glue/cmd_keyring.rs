@@ -2,21 +2,12 @@
 
 use super::config;
 use super::guard::{Args, CmdError, CmdResult};
-use super::parse::is;
 use super::rm::Ctx;
 use super::sealing::load_keyfile;
 use super::state;
 
-pub fn keyring(ctx: Ctx, args: Args) -> CmdResult {
-    match args.len() {
-        2 if is(args.get(1), "RELOAD") => reload(ctx),
-        2 if is(args.get(1), "LIST") => list(ctx),
-        _ => Err(CmdError::Syntax),
-    }
-}
-
 /// Re-reads the key file; on any error the keys in use stay as they were.
-fn reload(ctx: Ctx) -> CmdResult {
+pub fn reload(ctx: Ctx, _args: Args) -> CmdResult {
     let path = config::keyfile(ctx.0);
     if path.is_empty() {
         return Err(CmdError::Err(
@@ -36,7 +27,7 @@ fn reload(ctx: Ctx) -> CmdResult {
 }
 
 /// Key ids, each `active` or `available`; never key bytes.
-fn list(ctx: Ctx) -> CmdResult {
+pub fn list(ctx: Ctx, _args: Args) -> CmdResult {
     let ids: Vec<Vec<u8>> = state::with(|st| {
         st.keyring
             .as_ref()

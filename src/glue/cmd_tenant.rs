@@ -10,27 +10,7 @@ use super::state;
 use crate::core::keys;
 use crate::core::tenants::{OnLimit, Settings};
 
-pub fn tenant(ctx: Ctx, args: Args) -> CmdResult {
-    let sub = args.get(1);
-    if is(sub, "SET") && args.len() >= 3 {
-        set(ctx, args)
-    } else if is(sub, "GET") && args.len() == 3 {
-        get(ctx, args)
-    } else if is(sub, "DEL") && args.len() == 3 {
-        del(ctx, args)
-    } else if is(sub, "LIST") && args.len() == 2 {
-        list(ctx)
-    } else if ["SET", "GET", "DEL", "LIST"].iter().any(|w| is(sub, w)) {
-        Err(CmdError::Err(format!(
-            "wrong number of arguments for 'session.tenant|{}' command",
-            String::from_utf8_lossy(sub).to_lowercase()
-        )))
-    } else {
-        Err(CmdError::Syntax)
-    }
-}
-
-fn set(ctx: Ctx, args: Args) -> CmdResult {
+pub fn set(ctx: Ctx, args: Args) -> CmdResult {
     let tenant = tenant_arg(ctx, args.get(2), WRITE)?;
     let mut s = Settings::default();
     let mut i = 3;
@@ -66,7 +46,7 @@ fn set(ctx: Ctx, args: Args) -> CmdResult {
     Ok(())
 }
 
-fn get(ctx: Ctx, args: Args) -> CmdResult {
+pub fn get(ctx: Ctx, args: Args) -> CmdResult {
     let tenant = tenant_arg(ctx, args.get(2), READ)?;
     let Some(s) = state::with(|st| st.tenants.get(tenant).copied()) else {
         ctx.reply_null();
@@ -90,7 +70,7 @@ fn get(ctx: Ctx, args: Args) -> CmdResult {
     Ok(())
 }
 
-fn del(ctx: Ctx, args: Args) -> CmdResult {
+pub fn del(ctx: Ctx, args: Args) -> CmdResult {
     let tenant = tenant_arg(ctx, args.get(2), WRITE)?;
     let removed = state::with(|st| st.tenants.remove(tenant).is_some());
     if removed {
@@ -100,7 +80,7 @@ fn del(ctx: Ctx, args: Args) -> CmdResult {
     Ok(())
 }
 
-fn list(ctx: Ctx) -> CmdResult {
+pub fn list(ctx: Ctx, _args: Args) -> CmdResult {
     let names: Vec<Vec<u8>> = state::with(|st| st.tenants.keys().cloned().collect());
     let visible: Vec<Vec<u8>> = names
         .into_iter()
