@@ -304,9 +304,7 @@ class Server:
         return args
 
     def start(self, timeout=30):
-        if not self.load_module or Path(self.module).exists():
-            pass
-        else:
+        if self.load_module and not Path(self.module).exists():
             raise FileNotFoundError(
                 f"module not built: {self.module} (cd /work/main && cargo build --release, or set SESSION_MODULE)"
             )

@@ -36,8 +36,6 @@ DEF_ABSOLUTE = 604800000
 DEF_GRACE = 60000
 DEF_MAXDATA = 65536
 
-NOPERM_KEY = "NOPERM"
-
 
 def cmd(r, *a):
     return r.execute_command(*a)
@@ -94,11 +92,6 @@ def info_session(server_or_client):
     return c.info("session")
 
 
-def diff(after, before):
-    """Counter deltas (for the counters that grow from zero)."""
-    return {k: after[k] - before[k] for k in STATS_FIELDS}
-
-
 def advance(server, ms):
     """Wait until the server clock has moved on by at least ms."""
     target = server.time_ms() + ms
@@ -128,19 +121,11 @@ def wait_key_gone(r, key, timeout=10):
              what=f"{key} removed from the keyspace")
 
 
-def dbsize(r):
-    return cmd(r, "DBSIZE")
-
-
 def acl_client(server, user, rules, password="pw", protocol=2):
     """Create ACL user `user` with `rules` and return a client logged in as it."""
     admin = server.admin()
     admin.execute_command("ACL", "SETUSER", user, "reset", "on", f">{password}", *rules)
     return server.client(protocol=protocol, username=user, password=password)
-
-
-def errmsg(fn, *a, **kw):
-    return err_of(fn, *a, **kw)
 
 
 class Events:
@@ -226,8 +211,6 @@ __all__ = [
     "cmd",
     "count",
     "create",
-    "dbsize",
-    "diff",
     "expect_error",
     "get",
     "info_session",

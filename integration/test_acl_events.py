@@ -4,9 +4,8 @@ operations performed.
 """
 
 import pytest
-import redis
 
-from sessionlib import E_SYNTAX, err_of, new_key, to_str, wait_for
+from sessionlib import err_of, new_key, wait_for
 from tenants_helpers import (
     STATS_FIELDS,
     Events,
@@ -146,7 +145,9 @@ def events_on(evs, channel):
     return [d for c, d in evs if c == channel]
 
 
-def test_events_of_session_writes(server):
+def test_events_of_session_writes(make_server):
+    # a long touch-resolution: a TOUCH right after the create is surely suppressed
+    server = make_server(module_args={"touch-resolution": 600000})
     r = server.client()
     cmd(r, "CONFIG", "SET", "notify-keyspace-events", "KEd")
     k = new_key("acme")
@@ -309,8 +310,9 @@ def check_stats(srv, r, exp, tenants):
         assert info[f"session_{f}"] == exp.total()[f], f
 
 
-def test_stats_counters_exact(server):
-    srv = server
+def test_stats_counters_exact(make_server):
+    # a long touch-resolution: renewals of an active session are surely suppressed
+    srv = make_server(module_args={"touch-resolution": 600000})
     r = srv.client()
     r1 = srv.client(db=1)
     exp = Expect()

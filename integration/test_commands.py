@@ -654,7 +654,7 @@ def test_set_does_not_renew(server0, proto):
 @pytest.mark.parametrize(
     "opts,error",
     [
-        ([], E_SYNTAX),
+        ([], "ERR wrong number of arguments for 'session.set' command"),
         (["IFVERSION", "1"], E_SYNTAX),
         (["FOO", "bar"], E_SYNTAX),
         (["IFVERSION", "abc", "DATA", "a", "1"], E_INT),

@@ -5,9 +5,8 @@ AOF with and without the RDB preamble, FLUSHALL).
 """
 
 import pytest
-import redis
 
-from sessionlib import E_INT, E_SYNTAX, aof_commands, new_key, replicate, to_str, wait_for, wait_sync
+from sessionlib import E_INT, E_SYNTAX, aof_commands, err_of, new_key, replicate, to_str, wait_for, wait_sync
 from tenants_helpers import (
     advance,
     DEF_ABSOLUTE,
@@ -27,7 +26,6 @@ from tenants_helpers import (
     tenant_get,
     tenant_list,
 )
-from sessionlib import err_of
 
 E_TENANT = "ERR invalid tenant"
 EVICT_REASON = "REVOKED evicted: session limit"
@@ -92,8 +90,14 @@ def test_set_merges_with_existing_settings(server):
     assert tenant_get(r, "globex") is None
 
 
+def test_set_without_options_is_an_arity_error(server):
+    r = server.client()
+    assert err_of(cmd, r, "SESSION.TENANT", "SET", "acme") == \
+        "ERR wrong number of arguments for 'session.tenant|set' command"
+    assert tenant_get(r, "acme") is None
+
+
 @pytest.mark.parametrize("opts", [
-    [],
     ["BOGUS", 1],
     ["IDLE"],
     ["IDLE", 1000, "GRACE"],
@@ -489,6 +493,19 @@ def test_settings_reach_replica_by_full_resync(make_pair):
     assert_settings(rr, expected)
 
 
+def test_tenant_del_replicated(make_pair):
+    """TENANT DEL propagates to a linked replica (settings made before the link)."""
+    primary, replica = make_pair(link=False)
+    r = primary.client()
+    expected = set_all(r)
+    replicate(replica, primary)
+    assert cmd(r, "SESSION.TENANT", "DEL", "globex") == 1
+    del expected["globex"]
+    wait_sync(primary, replica)
+    assert info_session(replica)["session_tenants"] == 2
+    assert_settings(promote(replica), expected)
+
+
 def test_tenant_get_and_list_work_on_a_read_only_replica(make_pair):
     """GET and LIST only read settings: like other reads they should work on
     a replica (replica-read-only yes), so operators can inspect it."""
@@ -508,15 +525,21 @@ def test_settings_survive_aof_restart_with_preamble(make_server, rewrite):
     srv = make_server(config={"appendonly": "yes", "aof-use-rdb-preamble": "yes"})
     r = srv.client()
     expected = set_all(r)
-    create(r, new_key("acme"), "SUBJECT", "u")
+    keys = [create(r, new_key("acme"), "SUBJECT", "u", "DATA", "a", "1")]
     if rewrite:
         cmd(r, "BGREWRITEAOF")
         srv.wait_aof_rewrite_done()
         # changes after the rewrite go to the new increment file
         cmd(r, "SESSION.TENANT", "SET", "globex", "GRACE", 3)
         expected["globex"]["grace"] = 3
+        keys.append(create(r, new_key("acme"), "SUBJECT", "u"))
     srv.restart()
-    assert_settings(srv.client(), expected)
+    r = srv.client()
+    assert_settings(r, expected)
+    # the index is rebuilt from the loaded keys
+    assert session_list(r, "acme", "u") == sorted(keys)
+    assert stats(r)["sessions"] == len(keys)
+    assert stats(r)["data_bytes"] == 2
 
 
 def test_settings_in_rewritten_aof_without_preamble(make_server):
