@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::flatmap::FlatMap;
-use super::session::{Flags, Session, TIME_MAX};
+use super::session::{Flags, Session, TIME_MAX, VERSION_MAX};
 
 /// Encoding written today. Decoders keep reading every older version.
 pub const ENCODING_VERSION: u8 = 1;
@@ -87,7 +87,7 @@ fn decode_v1(buf: &[u8]) -> Result<Session, DecodeError> {
         && (0..=TIME_MAX).contains(&r.grace)
         && r.absolute_deadline >= 0
         && r.revoked_until >= 0
-        && r.version >= 1;
+        && (1..=VERSION_MAX).contains(&r.version);
     if !times_ok {
         return Err(DecodeError::Invalid("time or version out of range"));
     }

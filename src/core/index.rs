@@ -1,9 +1,16 @@
 //! The per-subject index and the live totals of every tenant, kept in
 //! module memory per database. `LIST`, `REVOKEALL` and `COUNT` read it; no
-//! command scans the keyspace. The glue keeps it exact by calling `upsert`
-//! and `remove` on every path a session key can take.
+//! command scans the keyspace.
+//!
+//! The index holds each session's key once (in its subject's set, or in the
+//! set of sessions without a subject) and nothing else per session: what it
+//! needs to take a session out again (tenant, subject, sizes, sealing) is
+//! read from the value, which Redis hands to every removal path (the type's
+//! unlink callback, our own writes). That keeps its memory at about one key
+//! per session. `add` and `remove` report whether they changed anything, so
+//! a path seen twice cannot count twice.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 
 use xxhash_rust::xxh3::Xxh3DefaultBuilder;
@@ -11,15 +18,15 @@ use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 type Map<K, V> = HashMap<K, V, Xxh3DefaultBuilder>;
 type Set<K> = HashSet<K, Xxh3DefaultBuilder>;
 
-/// What the index knows of one live session.
-#[derive(Debug, Clone)]
-struct Entry {
-    tenant: Rc<[u8]>,
-    /// `tenant:subject`, or `None` for a session without a subject.
-    group: Option<Rc<[u8]>>,
-    data_bytes: u64,
+/// What the index needs to know of one session value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Indexed<'a> {
+    pub tenant: &'a [u8],
+    /// Empty for a session without a subject.
+    pub subject: &'a [u8],
+    pub data_bytes: u64,
     /// Key id the data values are sealed under, and how many there are.
-    seal: Option<(Rc<[u8]>, u64)>,
+    pub seal: Option<(&'a [u8], u64)>,
 }
 
 /// Live totals of one tenant.
@@ -31,10 +38,12 @@ pub struct Live {
 
 #[derive(Default)]
 struct Db {
-    by_key: Map<Rc<[u8]>, Entry>,
-    by_group: Map<Rc<[u8]>, Set<Rc<[u8]>>>,
-    live: Map<Rc<[u8]>, Live>,
-    sealed: Map<Rc<[u8]>, u64>,
+    /// `tenant:subject` → keys of that subject's sessions.
+    groups: Map<Box<[u8]>, Set<Rc<[u8]>>>,
+    /// Keys of sessions without a subject.
+    loose: Set<Rc<[u8]>>,
+    live: Map<Box<[u8]>, Live>,
+    sealed: Map<Box<[u8]>, u64>,
 }
 
 /// The index of every database.
@@ -47,6 +56,46 @@ fn group_key(tenant: &[u8], subject: &[u8]) -> Vec<u8> {
     [tenant, b":", subject].concat()
 }
 
+impl Db {
+    fn set_for(&mut self, v: &Indexed, create: bool) -> Option<&mut Set<Rc<[u8]>>> {
+        if v.subject.is_empty() {
+            return Some(&mut self.loose);
+        }
+        let g = group_key(v.tenant, v.subject);
+        if create && !self.groups.contains_key(&g[..]) {
+            self.groups.insert(g.clone().into(), Set::default());
+        }
+        self.groups.get_mut(&g[..])
+    }
+
+    fn totals(&mut self, v: &Indexed, add: bool) {
+        let live = match self.live.get_mut(v.tenant) {
+            Some(l) => l,
+            None => self.live.entry(v.tenant.into()).or_default(),
+        };
+        if add {
+            live.sessions += 1;
+            live.data_bytes += v.data_bytes;
+        } else {
+            live.sessions = live.sessions.saturating_sub(1);
+            live.data_bytes = live.data_bytes.saturating_sub(v.data_bytes);
+            if live.sessions == 0 {
+                self.live.remove(v.tenant);
+            }
+        }
+        if let Some((id, n)) = v.seal {
+            let count = match self.sealed.get_mut(id) {
+                Some(c) => c,
+                None => self.sealed.entry(id.into()).or_default(),
+            };
+            *count = if add { *count + n } else { count.saturating_sub(n) };
+            if *count == 0 {
+                self.sealed.remove(id);
+            }
+        }
+    }
+}
+
 impl Index {
     fn db(&mut self, db: usize) -> &mut Db {
         if self.dbs.len() <= db {
@@ -55,118 +104,54 @@ impl Index {
         &mut self.dbs[db]
     }
 
-    /// Records `key` as a live session of `tenant`/`subject` holding
-    /// `data_bytes`, with `seal` = (key id, values) when its data is sealed.
-    pub fn upsert(
-        &mut self,
-        db: usize,
-        key: &[u8],
-        tenant: &[u8],
-        subject: &[u8],
-        data_bytes: u64,
-        seal: Option<(&[u8], u64)>,
-    ) {
-        if self.dbs.get(db).is_some_and(|d| {
-            d.by_key
-                .get(key)
-                .is_some_and(|e| e.seal.is_some() || seal.is_some())
-        }) {
-            // Sealing counts move with the value: re-insert from scratch.
-            self.remove(db, key);
-        }
+    /// Records `key` as a live session; false if it was already there.
+    pub fn add(&mut self, db: usize, key: &[u8], v: &Indexed) -> bool {
         let d = self.db(db);
-        if let Some(e) = d.by_key.get_mut(key) {
-            let same_group = match &e.group {
-                Some(g) => **g == *group_key(tenant, subject),
-                None => subject.is_empty(),
-            };
-            if *e.tenant == *tenant && same_group {
-                if let Some(live) = d.live.get_mut(&e.tenant) {
-                    live.data_bytes = live.data_bytes - e.data_bytes + data_bytes;
-                }
-                e.data_bytes = data_bytes;
-                return;
-            }
-            self.remove(db, key);
-        }
-        let d = self.db(db);
-        let key: Rc<[u8]> = key.into();
-        let tenant: Rc<[u8]> = match d.live.get_key_value(tenant) {
-            Some((t, _)) => t.clone(),
-            None => tenant.into(),
+        let Some(set) = d.set_for(v, true) else {
+            return false;
         };
-        let group = (!subject.is_empty()).then(|| {
-            let g = group_key(&tenant, subject);
-            match d.by_group.get_key_value(&g[..]) {
-                Some((existing, _)) => existing.clone(),
-                None => Rc::<[u8]>::from(g),
-            }
-        });
-        if let Some(g) = &group {
-            d.by_group.entry(g.clone()).or_default().insert(key.clone());
+        if set.contains(key) {
+            return false;
         }
-        let live = d.live.entry(tenant.clone()).or_default();
-        live.sessions += 1;
-        live.data_bytes += data_bytes;
-        let seal = seal.map(|(id, n)| {
-            let id: Rc<[u8]> = match d.sealed.get_key_value(id) {
-                Some((existing, _)) => existing.clone(),
-                None => id.into(),
-            };
-            *d.sealed.entry(id.clone()).or_default() += n;
-            (id, n)
-        });
-        d.by_key.insert(
-            key,
-            Entry {
-                tenant,
-                group,
-                data_bytes,
-                seal,
-            },
-        );
+        set.insert(key.into());
+        d.totals(v, true);
+        true
     }
 
-    /// Forgets `key`; returns its tenant if it was a live session.
-    pub fn remove(&mut self, db: usize, key: &[u8]) -> Option<Rc<[u8]>> {
-        let d = self.dbs.get_mut(db)?;
-        let e = d.by_key.remove(key)?;
-        if let Some(g) = &e.group {
-            if let Some(set) = d.by_group.get_mut(g) {
-                set.remove(key);
-                if set.is_empty() {
-                    d.by_group.remove(g);
-                }
-            }
+    /// Forgets `key`, described by its value `v`; false if it was not there.
+    pub fn remove(&mut self, db: usize, key: &[u8], v: &Indexed) -> bool {
+        let Some(d) = self.dbs.get_mut(db) else {
+            return false;
+        };
+        let Some(set) = d.set_for(v, false) else {
+            return false;
+        };
+        if !set.remove(key) {
+            return false;
         }
-        if let Some((id, n)) = &e.seal {
-            if let Some(count) = d.sealed.get_mut(id) {
-                *count -= n;
-                if *count == 0 {
-                    d.sealed.remove(id);
-                }
-            }
+        if set.is_empty() && !v.subject.is_empty() {
+            d.groups.remove(&group_key(v.tenant, v.subject)[..]);
         }
-        if let Some(live) = d.live.get_mut(&e.tenant) {
-            live.sessions -= 1;
-            live.data_bytes -= e.data_bytes;
-            if live.sessions == 0 {
-                d.live.remove(&e.tenant);
-            }
-        }
-        Some(e.tenant)
+        d.totals(v, false);
+        true
     }
 
-    pub fn contains(&self, db: usize, key: &[u8]) -> bool {
-        self.dbs.get(db).is_some_and(|d| d.by_key.contains_key(key))
+    /// A value changed in place (its data): moves its totals from `old` to `new`.
+    pub fn update(&mut self, db: usize, key: &[u8], old: &Indexed, new: &Indexed) {
+        if self.remove(db, key, old) {
+            self.add(db, key, new);
+        }
     }
 
     /// The keys of a subject's sessions in `db`, sorted.
     pub fn keys_of(&self, db: usize, tenant: &[u8], subject: &[u8]) -> Vec<Vec<u8>> {
+        if subject.is_empty() {
+            return Vec::new();
+        }
         let mut keys: Vec<Vec<u8>> = self
             .dbs
             .get(db)
-            .and_then(|d| d.by_group.get(&group_key(tenant, subject)[..]))
+            .and_then(|d| d.groups.get(&group_key(tenant, subject)[..]))
             .map(|set| set.iter().map(|k| k.to_vec()).collect())
             .unwrap_or_default();
         keys.sort();
@@ -197,8 +182,8 @@ impl Index {
     }
 
     /// Sealed data values per key id, over every database.
-    pub fn sealed_counts(&self) -> std::collections::BTreeMap<Vec<u8>, u64> {
-        let mut out = std::collections::BTreeMap::new();
+    pub fn sealed_counts(&self) -> BTreeMap<Vec<u8>, u64> {
+        let mut out = BTreeMap::new();
         for d in &self.dbs {
             for (id, n) in &d.sealed {
                 *out.entry(id.to_vec()).or_default() += n;
@@ -218,8 +203,7 @@ impl Index {
     }
 
     pub fn swap_dbs(&mut self, a: usize, b: usize) {
-        let n = a.max(b);
-        self.db(n);
+        self.db(a.max(b));
         self.dbs.swap(a, b);
     }
 }
@@ -228,17 +212,31 @@ impl Index {
 mod tests {
     use super::*;
 
+    fn v<'a>(tenant: &'a [u8], subject: &'a [u8], bytes: u64) -> Indexed<'a> {
+        Indexed {
+            tenant,
+            subject,
+            data_bytes: bytes,
+            seal: None,
+        }
+    }
+
     #[test]
     fn tracks_groups_and_totals() {
         let mut ix = Index::default();
-        ix.upsert(0, b"k1", b"acme", b"u1", 10, None);
-        ix.upsert(0, b"k2", b"acme", b"u1", 5, None);
-        ix.upsert(0, b"k3", b"acme", b"", 1, None);
-        ix.upsert(1, b"k4", b"acme", b"u1", 1, None);
+        assert!(ix.add(0, b"k1", &v(b"acme", b"u1", 10)));
+        assert!(
+            !ix.add(0, b"k1", &v(b"acme", b"u1", 10)),
+            "a second add changes nothing"
+        );
+        ix.add(0, b"k2", &v(b"acme", b"u1", 5));
+        ix.add(0, b"k3", &v(b"acme", b"", 1));
+        ix.add(1, b"k4", &v(b"acme", b"u1", 1));
         assert_eq!(
             ix.keys_of(0, b"acme", b"u1"),
             vec![b"k1".to_vec(), b"k2".to_vec()]
         );
+        assert!(ix.keys_of(0, b"acme", b"").is_empty());
         assert_eq!(
             ix.live(0, b"acme"),
             Live {
@@ -253,27 +251,43 @@ mod tests {
                 data_bytes: 17
             }
         );
-        ix.upsert(0, b"k1", b"acme", b"u1", 20, None);
+        ix.update(0, b"k1", &v(b"acme", b"u1", 10), &v(b"acme", b"u1", 20));
         assert_eq!(ix.live(0, b"acme").data_bytes, 26);
-        ix.upsert(0, b"k1", b"acme", b"u2", 20, None);
-        assert_eq!(ix.keys_of(0, b"acme", b"u1"), vec![b"k2".to_vec()]);
-        assert_eq!(ix.keys_of(0, b"acme", b"u2"), vec![b"k1".to_vec()]);
-        assert_eq!(ix.remove(0, b"k2").as_deref(), Some(&b"acme"[..]));
-        assert_eq!(ix.remove(0, b"k2"), None);
-        assert!(ix.keys_of(0, b"acme", b"u1").is_empty());
+        assert!(ix.remove(0, b"k2", &v(b"acme", b"u1", 5)));
+        assert!(
+            !ix.remove(0, b"k2", &v(b"acme", b"u1", 5)),
+            "a second remove changes nothing"
+        );
+        assert!(ix.remove(0, b"k3", &v(b"acme", b"", 1)));
+        assert_eq!(
+            ix.live(0, b"acme"),
+            Live {
+                sessions: 1,
+                data_bytes: 20
+            }
+        );
         ix.swap_dbs(0, 1);
         assert_eq!(ix.live(0, b"acme").sessions, 1);
-        assert_eq!(ix.live(1, b"acme").sessions, 2);
+        assert_eq!(ix.keys_of(1, b"acme", b"u1"), vec![b"k1".to_vec()]);
         ix.clear_db(1);
         assert_eq!(ix.live_total(None).sessions, 1);
-        ix.upsert(0, b"s1", b"acme", b"u", 3, Some((b"k1", 2)));
-        ix.upsert(0, b"s2", b"acme", b"u", 3, Some((b"k1", 3)));
+    }
+
+    #[test]
+    fn counts_sealed_values_per_key() {
+        let mut ix = Index::default();
+        let sealed = |id: &'static [u8], n| Indexed {
+            seal: Some((id, n)),
+            ..v(b"t", b"u", 3)
+        };
+        ix.add(0, b"s1", &sealed(b"k1", 2));
+        ix.add(0, b"s2", &sealed(b"k1", 3));
         assert_eq!(ix.sealed_counts().get(&b"k1"[..]), Some(&5));
-        ix.upsert(0, b"s1", b"acme", b"u", 3, Some((b"k2", 2)));
+        ix.update(0, b"s1", &sealed(b"k1", 2), &sealed(b"k2", 2));
         assert_eq!(ix.sealed_counts().get(&b"k1"[..]), Some(&3));
         assert_eq!(ix.sealed_counts().get(&b"k2"[..]), Some(&2));
-        ix.remove(0, b"s2");
-        ix.upsert(0, b"s1", b"acme", b"u", 3, None);
+        ix.remove(0, b"s2", &sealed(b"k1", 3));
+        ix.remove(0, b"s1", &sealed(b"k2", 2));
         assert!(ix.sealed_counts().is_empty());
     }
 }

@@ -16,6 +16,9 @@ bitflags::bitflags! {
 /// Largest accepted time argument: 100 years in ms. Keeps every deadline
 /// computation far from overflow.
 pub const TIME_MAX: i64 = 3_153_600_000_000;
+/// Largest version a value may carry (2^53: exact in every client's
+/// number type). A session would need 2^53 writes to reach it.
+pub const VERSION_MAX: i64 = 1 << 53;
 pub const SUBJECT_MAX: usize = 512;
 pub const META_ENTRY_MAX: usize = 1024;
 pub const REASON_MAX: usize = 256;
@@ -230,7 +233,7 @@ impl Session {
         }
         if let Some(idle) = new_idle {
             self.idle = idle;
-            self.version += 1;
+            self.bump_version();
         }
         self.last_access = self.last_access.max(now);
         Renewal {
@@ -275,7 +278,7 @@ impl Session {
         check_limits(&self.subject, &meta, &data, limits)?;
         self.meta = meta;
         self.data = data;
-        self.version += 1;
+        self.bump_version();
         Ok(self.version)
     }
 
@@ -284,8 +287,13 @@ impl Session {
         self.check_version(Some(version))?;
         check_limits(&self.subject, &self.meta, &data, limits)?;
         self.data = data;
-        self.version += 1;
+        self.bump_version();
         Ok(self.version)
+    }
+
+    /// Versions stop at VERSION_MAX rather than wrap.
+    fn bump_version(&mut self) {
+        self.version = (self.version.saturating_add(1)).min(VERSION_MAX);
     }
 
     /// Drops data and metadata and keeps a tombstone until the session's own
@@ -445,6 +453,16 @@ mod tests {
         assert_eq!(s, before);
         let long_subject = vec![b's'; SUBJECT_MAX + 1];
         assert!(Session::create(0, &long_subject, T, FlatMap::new(), FlatMap::new(), &LIMITS).is_err());
+    }
+
+    #[test]
+    fn versions_stop_at_the_maximum() {
+        let mut s = new_session();
+        s.version = VERSION_MAX;
+        assert_eq!(s.set(None, &[], &[], &[(b"b", b"2")], &LIMITS), Ok(VERSION_MAX));
+        assert_eq!(s.cas(VERSION_MAX, fm(&[]), &LIMITS), Ok(VERSION_MAX));
+        s.renew(1_000_100, Some(10), 0);
+        assert_eq!(s.version, VERSION_MAX);
     }
 
     #[test]

@@ -6,8 +6,11 @@
 use std::ffi::CStr;
 
 use super::rm::{Ctx, Key, RStr};
-use super::state;
+use super::{config, state};
 use crate::core::encoding;
+use crate::core::index::Indexed;
+use crate::core::keys;
+use crate::core::seal;
 use crate::core::session::{Flags, Session};
 use crate::core::stats::Counter;
 
@@ -32,11 +35,59 @@ impl Write {
     }
 }
 
+/// What the index holds of a value: `None` for a revoked tombstone (not
+/// live, not indexed).
+pub fn indexed<'a>(tenant: &'a [u8], s: &'a Session) -> Option<Indexed<'a>> {
+    if s.flags.contains(Flags::REVOKED) {
+        return None;
+    }
+    let seal = s
+        .flags
+        .contains(Flags::SEALED)
+        .then(|| s.data.iter().next().and_then(|(_, v)| seal::key_id(v)))
+        .flatten()
+        .map(|id| (id, s.data.len() as u64));
+    Some(Indexed {
+        tenant,
+        subject: &s.subject,
+        data_bytes: s.data.payload_bytes() as u64,
+        seal,
+    })
+}
+
+/// Owned copy of [`Indexed`], taken before a value changes in place.
+pub struct Before {
+    subject: Vec<u8>,
+    data_bytes: u64,
+    seal: Option<(Vec<u8>, u64)>,
+}
+
+impl Before {
+    pub fn of(s: &Session) -> Option<Before> {
+        let i = indexed(b"", s)?;
+        Some(Before {
+            subject: i.subject.to_vec(),
+            data_bytes: i.data_bytes,
+            seal: i.seal.map(|(id, n)| (id.to_vec(), n)),
+        })
+    }
+
+    fn view<'a>(&'a self, tenant: &'a [u8]) -> Indexed<'a> {
+        Indexed {
+            tenant,
+            subject: &self.subject,
+            data_bytes: self.data_bytes,
+            seal: self.seal.as_ref().map(|(id, n)| (&id[..], *n)),
+        }
+    }
+}
+
 /// Publishes a write already made to `s` (held by `key`, named `name`, of
-/// `tenant`): the key expires at the end of the session's last state,
-/// replicas and the AOF receive the effect with absolute times and explicit
-/// values, and the index and counters follow.
-pub fn commit(ctx: Ctx, key: &Key, name: RStr, tenant: &[u8], s: &Session, w: Write) {
+/// `tenant`; `before` is the value as it was, for writes in place): the key
+/// expires at the end of the session's last state, replicas and the AOF
+/// receive the effect with absolute times and explicit values, and the index
+/// and counters follow.
+pub fn commit(ctx: Ctx, key: &Key, name: RStr, tenant: &[u8], s: &Session, w: Write, before: Option<Before>) {
     key.set_abs_expire(s.end_of_life());
     match w {
         Write::Renew => ctx.replicate_renew(name, s),
@@ -44,44 +95,55 @@ pub fn commit(ctx: Ctx, key: &Key, name: RStr, tenant: &[u8], s: &Session, w: Wr
     }
     ctx.signal_modified(name);
     ctx.notify(w.event(), name);
-    match w {
-        Write::Renew => {}
-        Write::Create => {
-            index_value(ctx, super::rm::bytes(name), tenant, s);
-            state::with(|st| st.stats.bump(tenant, Counter::Created, true));
-        }
-        Write::Set => index_value(ctx, super::rm::bytes(name), tenant, s),
-        Write::Revoke => {
-            index_value(ctx, super::rm::bytes(name), tenant, s);
-            state::with(|st| st.stats.bump(tenant, Counter::Revocations, true));
-        }
+    if w == Write::Renew {
+        return;
     }
-}
-
-/// Puts a session value into the index (or takes a revoked one out).
-/// While Redis loads, the index is left alone: it is rebuilt when loading ends.
-pub fn index_value(ctx: Ctx, name: &[u8], tenant: &[u8], s: &Session) {
     let db = ctx.db();
+    let name = super::rm::bytes(name);
     state::with(|st| {
-        if st.loading {
-            return;
+        let old = before.as_ref().map(|b| b.view(tenant));
+        match (old, indexed(tenant, s)) {
+            (Some(old), Some(new)) => st.index.update(db, name, &old, &new),
+            (Some(old), None) => {
+                st.index.remove(db, name, &old);
+            }
+            (None, Some(new)) => {
+                st.index.add(db, name, &new);
+            }
+            (None, None) => {}
         }
-        if s.flags.contains(Flags::REVOKED) {
-            st.index.remove(db, name);
-        } else {
-            let seal = s
-                .flags
-                .contains(Flags::SEALED)
-                .then(|| {
-                    s.data
-                        .iter()
-                        .next()
-                        .and_then(|(_, v)| crate::core::seal::key_id(v))
-                })
-                .flatten()
-                .map(|id| (id, s.data.len() as u64));
-            st.index
-                .upsert(db, name, tenant, &s.subject, s.data.payload_bytes() as u64, seal);
+        match w {
+            Write::Create => st.stats.bump(tenant, Counter::Created, true),
+            Write::Revoke => st.stats.bump(tenant, Counter::Revocations, true),
+            _ => {}
         }
     });
+}
+
+/// The tenant of a key under the configured prefix.
+pub fn tenant_of(ctx: Ctx, name: &[u8]) -> Option<&[u8]> {
+    config::with_prefix(ctx.0, |p| keys::parse(name, p).map(|k| k.tenant))
+}
+
+/// Puts a value that arrived by another path (APPLY, RENAME, MOVE, COPY,
+/// RESTORE, loading) into the index. While Redis loads, the index is left
+/// alone: it is rebuilt when loading ends.
+pub fn index_value(ctx: Ctx, name: &[u8], s: &Session) {
+    let Some(tenant) = tenant_of(ctx, name) else {
+        return;
+    };
+    let db = ctx.db();
+    state::with(|st| {
+        if let (false, Some(v)) = (st.loading, indexed(tenant, s)) {
+            st.index.add(db, name, &v);
+        }
+    });
+}
+
+/// Takes a value leaving the keyspace out of the index; returns its tenant
+/// if it was a live indexed session.
+pub fn unindex_value(ctx: Ctx, db: usize, name: &[u8], s: &Session) -> Option<Vec<u8>> {
+    let tenant = tenant_of(ctx, name)?;
+    let v = indexed(tenant, s)?;
+    state::with(|st| (!st.loading && st.index.remove(db, name, &v)).then(|| tenant.to_vec()))
 }

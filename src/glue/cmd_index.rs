@@ -3,7 +3,7 @@
 
 use redis_module::raw;
 
-use super::apply::{commit, Write};
+use super::apply::{commit, Before, Write};
 use super::config;
 use super::guard::{Args, CmdError, CmdResult};
 use super::parse::is;
@@ -55,8 +55,9 @@ pub fn revoke_by_name(ctx: Ctx, name: &[u8], tenant: &[u8], reason: &[u8], now: 
     let key = Key::open(ctx, n.ptr, true);
     match key.slot() {
         Slot::Session(s) if s.state(now).is_live() => {
+            let before = Before::of(s);
             s.revoke(now, reason, config::revoked_retention());
-            commit(ctx, &key, n.ptr, tenant, s, Write::Revoke);
+            commit(ctx, &key, n.ptr, tenant, s, Write::Revoke, before);
             true
         }
         _ => false,

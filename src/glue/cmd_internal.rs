@@ -3,12 +3,11 @@
 //! exactly, whenever and wherever they run.
 
 use super::apply::index_value;
-use super::config;
 use super::guard::{Args, CmdError, CmdResult};
 use super::parse::{self, is};
 use super::rm::{Ctx, Key, Slot};
+use crate::core::encoding;
 use crate::core::session::TIME_MAX;
-use crate::core::{encoding, keys};
 
 /// SESSION.APPLY key payload [NOEXPIRE]: stores a whole encoded value. The
 /// key expires at the value's end of life unless NOEXPIRE is given (the AOF
@@ -31,10 +30,8 @@ pub fn apply(ctx: Ctx, args: Args) -> CmdResult {
     if set_expire {
         key.set_abs_expire(end);
     }
-    let name = args.get(1);
-    let tenant = config::with_prefix(ctx.0, |p| keys::parse(name, p).map(|k| k.tenant));
-    if let (Some(tenant), Slot::Session(s)) = (tenant, key.slot()) {
-        index_value(ctx, name, tenant, s);
+    if let Slot::Session(s) = key.slot() {
+        index_value(ctx, args.get(1), s);
     }
     ctx.signal_modified(args.raw(1));
     ctx.notify(c"session.apply", args.raw(1));
@@ -48,6 +45,9 @@ pub fn apply_renew(ctx: Ctx, args: Args) -> CmdResult {
     let last_access = parse::time(args.get(2), 0).or_else(|_| parse::at_least(args.get(2), 0))?;
     let idle = parse::time(args.get(3), 1)?;
     let version = parse::at_least(args.get(4), 1)?;
+    if version > crate::core::session::VERSION_MAX {
+        return Err(CmdError::NotInteger);
+    }
     if last_access > i64::MAX - 2 * TIME_MAX {
         return Err(CmdError::NotInteger);
     }

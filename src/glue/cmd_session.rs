@@ -2,7 +2,7 @@
 //! Each parses its arguments, opens the key once, calls a transition of
 //! `core::session` and hands the result to `apply::commit`.
 
-use super::apply::{commit, Write};
+use super::apply::{commit, Before, Write};
 use super::cmd_index::{live_sessions, revoke_by_name};
 use super::config;
 use super::guard::{Args, CmdError, CmdResult};
@@ -127,7 +127,7 @@ pub fn create(ctx: Ctx, args: Args) -> CmdResult {
         return Err(CmdError::Err("could not store the session".into()));
     }
     if let Slot::Session(s) = key.slot() {
-        commit(ctx, &key, args.raw(1), tenant, s, Write::Create);
+        commit(ctx, &key, args.raw(1), tenant, s, Write::Create, None);
         ctx.reply_int(s.version);
     }
     Ok(())
@@ -198,7 +198,7 @@ pub fn get(ctx: Ctx, args: Args) -> CmdResult {
     }
     state::with(|st| st.stats.bump_all(tenant, &counted[..n], true));
     if renewal.is_some_and(|r| r.applied) {
-        commit(ctx, &key, args.raw(1), tenant, s, Write::Renew);
+        commit(ctx, &key, args.raw(1), tenant, s, Write::Renew, None);
     }
     reply_session(ctx, s, now, &args, &view, opened.as_ref().unwrap_or(&s.data));
     Ok(())
@@ -289,7 +289,7 @@ pub fn renew(ctx: Ctx, args: Args) -> CmdResult {
         }
     });
     if r.applied {
-        commit(ctx, &key, args.raw(1), tenant, s, Write::Renew);
+        commit(ctx, &key, args.raw(1), tenant, s, Write::Renew, None);
     }
     ctx.reply_int(s.ms_to_idle_deadline(now));
     Ok(())
@@ -352,11 +352,12 @@ fn write_data(
     s: &mut Session,
     f: impl FnOnce(&mut Session) -> Result<i64, crate::core::session::Error>,
 ) -> CmdResult {
+    let before = Before::of(s);
     let stored = sealing::unseal_for_write(s, k)?;
     match f(s) {
         Ok(version) => {
             sealing::seal_after_write(s, k);
-            commit(ctx, key, name, k.tenant, s, Write::Set);
+            commit(ctx, key, name, k.tenant, s, Write::Set, before);
             ctx.reply_int(version);
             Ok(())
         }
@@ -425,8 +426,9 @@ pub fn revoke(ctx: Ctx, args: Args) -> CmdResult {
     match lookup(&key, now)? {
         Found::Missing | Found::Revoked(_) => ctx.reply_int(0),
         Found::Live(s) => {
+            let before = Before::of(s);
             s.revoke(now, reason, config::revoked_retention());
-            commit(ctx, &key, args.raw(1), tenant, s, Write::Revoke);
+            commit(ctx, &key, args.raw(1), tenant, s, Write::Revoke, before);
             ctx.reply_int(1);
         }
     }

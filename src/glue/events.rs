@@ -7,34 +7,28 @@ use std::os::raw::{c_char, c_int, c_void};
 
 use redis_module::raw;
 
-use super::apply::index_value;
-use super::config;
+use super::apply::{index_value, unindex_value};
 use super::guard::guarded;
 use super::rm::{self, api, Ctx, Key, Slot};
 use super::state;
-use crate::core::keys;
+use crate::core::session::Session;
 use crate::core::stats::Counter;
-
-fn tenant_of(ctx: Ctx, name: &[u8]) -> Option<Vec<u8>> {
-    config::with_prefix(ctx.0, |p| keys::parse(name, p).map(|k| k.tenant.to_vec()))
-}
 
 /// The type's unlink callback: a session key is leaving the keyspace
 /// (DEL, UNLINK, expiry, eviction, overwrite, the source of RENAME/MOVE).
-pub(crate) extern "C" fn unlink2(octx: *mut raw::RedisModuleKeyOptCtx, _value: *const c_void) {
+pub(crate) extern "C" fn unlink2(octx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) {
     guarded((), || unsafe {
         let name = api!(RedisModule_GetKeyNameFromOptCtx)(octx);
         let db = api!(RedisModule_GetDbIdFromOptCtx)(octx).max(0) as usize;
+        let Some(s) = value.cast::<Session>().as_ref() else {
+            return;
+        };
         if name.is_null() {
             return;
         }
-        let name = rm::bytes(name.cast_mut()).to_vec();
-        state::with(|st| {
-            if st.loading {
-                return;
-            }
-            st.last_unlinked = st.index.remove(db, &name).map(|t| (db, name, t.to_vec()));
-        });
+        let name = rm::bytes(name.cast_mut());
+        let tenant = unindex_value(Ctx(std::ptr::null_mut()), db, name, s);
+        state::with(|st| st.last_unlinked = tenant.map(|t| (db, name.to_vec(), t)));
     })
 }
 
@@ -51,12 +45,9 @@ unsafe extern "C" fn on_keyspace_event(
         let name = rm::bytes(key);
         match event {
             b"rename_to" | b"move_to" | b"copy_to" | b"restore" => {
-                let Some(tenant) = tenant_of(ctx, name) else {
-                    return;
-                };
                 let k = Key::open(ctx, key, false);
                 if let Slot::Session(s) = k.slot() {
-                    index_value(ctx, name, &tenant, s);
+                    index_value(ctx, name, s);
                 }
             }
             b"expired" | b"evicted" => {
@@ -152,11 +143,7 @@ fn rebuild_index(ctx: Ctx) {
     state::with(|st| st.index.clear());
     let mut db = 0;
     while ctx.select_db(db) {
-        ctx.scan_sessions(|name, s| {
-            if let Some(tenant) = tenant_of(ctx, name) {
-                index_value(ctx, name, &tenant, s);
-            }
-        });
+        ctx.scan_sessions(|name, s| index_value(ctx, name, s));
         db += 1;
     }
     ctx.select_db(original);
