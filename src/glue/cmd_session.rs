@@ -12,7 +12,7 @@ use super::sealing;
 use super::state;
 use crate::core::flatmap::FlatMap;
 use crate::core::keys::{self, SessionKey};
-use crate::core::session::{Flags, Session, State, Timeouts, REASON_MAX};
+use crate::core::session::{Flags, Limits, Session, State, Timeouts, REASON_MAX};
 use crate::core::stats::Counter;
 use crate::core::tenants::OnLimit;
 
@@ -298,7 +298,6 @@ pub fn renew(ctx: Ctx, args: Args) -> CmdResult {
 /// SESSION.SET key [IFVERSION v] [META n name value ...] [UNSET n field ...] [DATA field value ...]
 pub fn set(ctx: Ctx, args: Args) -> CmdResult {
     let k = check_key(ctx, &args)?;
-    let tenant = k.tenant;
     let (mut if_version, mut meta, mut unset, mut data) = (None, None, None, None);
     let mut i = 2;
     while i < args.len() {
@@ -324,40 +323,37 @@ pub fn set(ctx: Ctx, args: Args) -> CmdResult {
     if meta.is_none() && unset.is_none() && data.is_none() {
         return Err(CmdError::Syntax);
     }
-    let now = rm::now_ms();
-    let key = Key::open(ctx, args.raw(1), true);
-    let Some(s) = open_live(&key, now)? else {
-        ctx.reply_null();
-        return Ok(());
-    };
-    let limits = tenant_limits(tenant);
-    write_data(ctx, &key, args.raw(1), &k, s, |s| {
+    write_data(ctx, &args, &k, |s, limits| {
         s.set(
             if_version,
             &meta.unwrap_or_default(),
             &unset.unwrap_or_default(),
             &data.unwrap_or_default(),
-            &limits,
+            limits,
         )
     })
 }
 
-/// Runs a data write on the plaintext of `s`, re-seals, commits and replies
-/// with the new version; a refused write leaves the stored value as it was.
+/// Opens the session of argv[1] (nil when missing), runs a data write on its
+/// plaintext under the tenant's limits, re-seals, commits and replies with
+/// the new version; a refused write leaves the stored value as it was.
 fn write_data(
     ctx: Ctx,
-    key: &Key,
-    name: rm::RStr,
+    args: &Args,
     k: &SessionKey,
-    s: &mut Session,
-    f: impl FnOnce(&mut Session) -> Result<i64, crate::core::session::Error>,
+    f: impl FnOnce(&mut Session, &Limits) -> Result<i64, crate::core::session::Error>,
 ) -> CmdResult {
+    let key = Key::open(ctx, args.raw(1), true);
+    let Some(s) = open_live(&key, rm::now_ms())? else {
+        ctx.reply_null();
+        return Ok(());
+    };
     let before = Before::of(s);
     let stored = sealing::unseal_for_write(s, k)?;
-    match f(s) {
+    match f(s, &tenant_limits(k.tenant)) {
         Ok(version) => {
             sealing::seal_after_write(s, k);
-            commit(ctx, key, name, k.tenant, s, Write::Set, before);
+            commit(ctx, &key, args.raw(1), k.tenant, s, Write::Set, before);
             ctx.reply_int(version);
             Ok(())
         }
@@ -371,7 +367,7 @@ fn write_data(
 }
 
 /// The data limits of a tenant: its MAXDATA over the module's limits.
-fn tenant_limits(tenant: &[u8]) -> crate::core::session::Limits {
+fn tenant_limits(tenant: &[u8]) -> Limits {
     let settings = state::with(|st| st.tenants.get(tenant).copied()).unwrap_or_default();
     settings.limits(config::limits())
 }
@@ -387,22 +383,14 @@ fn count_conflict(tenant: &[u8], e: crate::core::session::Error) -> CmdError {
 /// SESSION.CAS key version [DATA field value ...]
 pub fn cas(ctx: Ctx, args: Args) -> CmdResult {
     let k = check_key(ctx, &args)?;
-    let tenant = k.tenant;
     let version = parse::at_least(args.get(2), 0)?;
     let data = match args.len() {
         3 => Vec::new(),
         _ if is(args.get(3), "DATA") => parse::data_tail(&args, 3, "session.cas")?,
         _ => return Err(CmdError::Syntax),
     };
-    let now = rm::now_ms();
-    let key = Key::open(ctx, args.raw(1), true);
-    let Some(s) = open_live(&key, now)? else {
-        ctx.reply_null();
-        return Ok(());
-    };
-    let limits = tenant_limits(tenant);
-    write_data(ctx, &key, args.raw(1), &k, s, |s| {
-        s.cas(version, FlatMap::from_pairs(data), &limits)
+    write_data(ctx, &args, &k, |s, limits| {
+        s.cas(version, FlatMap::from_pairs(data), limits)
     })
 }
 
