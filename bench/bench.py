@@ -79,12 +79,56 @@ def pinned(cmd: list[str], cpus: str | None) -> list[str]:
     return ["taskset", "-c", cpus, *cmd] if cpus else cmd
 
 
+BUSY_CORES = 0.15  # other processes' CPU above which a run is flagged as unreliable
+
+
 class BenchError(Exception):
     pass
 
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------- background CPU meter
+
+LIVE_SERVER_PIDS: set[int] = set()
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _busy_ticks() -> int:
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(f[:8]) - f[3] - f[4]  # all but idle and iowait
+
+
+def _pid_ticks(pid: int) -> int:
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(f[11]) + int(f[12])  # utime + stime
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _our_ticks() -> float:
+    t = os.times()  # this process and its waited-for children (clients)
+    own = (t.user + t.system + t.children_user + t.children_system) * CLK_TCK
+    return own + sum(_pid_ticks(p) for p in LIVE_SERVER_PIDS)
+
+
+class CpuMeter:
+    """CPU used on this machine by processes that are not the benchmark's own
+    (servers, clients, this script) while a measurement runs, in cores: a
+    busy shared machine shows here, and makes the figures unreliable."""
+
+    def __enter__(self):
+        self.t, self.busy, self.ours = time.monotonic(), _busy_ticks(), _our_ticks()
+        return self
+
+    def __exit__(self, *exc):
+        secs = max(1e-6, time.monotonic() - self.t)
+        foreign = (_busy_ticks() - self.busy) - (_our_ticks() - self.ours)
+        self.bg_cores = max(0.0, foreign / CLK_TCK / secs)
+        return False
 
 
 # ------------------------------------------------------------ session shape
@@ -217,6 +261,56 @@ class Shape:
         return (s + " " * 600)[:600]
 
 
+QUIET_WAITED = 0.0
+QUIET_WAIT = 0.0  # --quiet-wait: seconds to wait, before each measurement, for other processes to go idle
+
+
+def wait_quiet() -> None:
+    """On a shared machine: wait (up to QUIET_WAIT s) until other processes
+    use less than BUSY_CORES for half a second."""
+    global QUIET_WAITED
+    if QUIET_WAIT <= 0 or patience_spent():
+        return
+    t0 = time.monotonic()
+    deadline = t0 + QUIET_WAIT
+    while True:
+        with CpuMeter() as cpu:
+            time.sleep(0.25)
+        if cpu.bg_cores < BUSY_CORES or time.monotonic() > deadline:
+            QUIET_WAITED += time.monotonic() - t0
+            return
+
+
+RETRIES = 0  # --retries: measurements repeated when other processes were busy
+RETRY_SPENT = 0.0
+PATIENCE = 300.0  # --patience: total seconds the two above may add to a run
+
+
+def patience_spent() -> bool:
+    return QUIET_WAITED + RETRY_SPENT >= PATIENCE
+
+
+def retrying(run):
+    """Runs a measurement; when other processes used more than BUSY_CORES
+    during it, runs it again (up to RETRIES times) and keeps the quietest."""
+    global RETRY_SPENT
+    best = None
+    for attempt in range(1 + RETRIES):
+        t0 = time.monotonic()
+        s = run()
+        if attempt:
+            RETRY_SPENT += time.monotonic() - t0
+        s["attempts"] = attempt + 1
+        if best is None or s["bg_cores"] < best["bg_cores"]:
+            best = s
+        if s["bg_cores"] <= BUSY_CORES or patience_spent():
+            break
+        if attempt < RETRIES:
+            log(f"    (other processes used {s['bg_cores']:.2f} cores: measuring again)")
+    best["attempts"] = s["attempts"]
+    return best
+
+
 # ------------------------------------------------------------------ servers
 
 def free_port() -> int:
@@ -239,6 +333,7 @@ class Server:
             args += ["--loadmodule", module]
         self.proc = subprocess.Popen(pinned(args, SERVER_CPUS), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
+        LIVE_SERVER_PIDS.add(self.proc.pid)
         self.r = redis.Redis(host="127.0.0.1", port=self.port)
         deadline = time.time() + 15
         while True:
@@ -277,6 +372,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        LIVE_SERVER_PIDS.discard(self.proc.pid)
         self.r.close()
 
 
@@ -378,10 +474,13 @@ def run_cmd(cmd: list[str], timeout: float, what: str) -> str:
     return p.stdout
 
 
-def redis_benchmark(server: Server, command: list[str], pipeline: int, n: int, keys: int) -> dict:
+def redis_benchmark(server: Server, command: list[str], pipeline: int, n: int, keys: int, quiet: bool = True) -> dict:
     cmd = pinned(["redis-benchmark", "-h", "127.0.0.1", "-p", str(server.port), "-c", str(CLIENTS),
                   "-n", str(n), "-P", str(pipeline), "-r", str(keys), "--csv", *command], CLIENT_CPUS)
-    out = run_cmd(cmd, 300, f"redis-benchmark {' '.join(command[:2])}")
+    if quiet:
+        wait_quiet()
+    with CpuMeter() as cpu:
+        out = run_cmd(cmd, 300, f"redis-benchmark {' '.join(command[:2])}")
     lines = [ln for ln in out.splitlines() if ln.startswith('"') and not ln.startswith('"test"')]
     header = next((ln for ln in out.splitlines() if ln.startswith('"test"')), None)
     if not lines or not header:
@@ -392,7 +491,8 @@ def redis_benchmark(server: Server, command: list[str], pipeline: int, n: int, k
     row = dict(zip(cols, vals))
     server.check_alive()
     return {"rps": float(row["rps"]), "p50_ms": float(row["p50_latency_ms"]),
-            "p99_ms": float(row["p99_latency_ms"]), "avg_ms": float(row["avg_latency_ms"]), "requests": n}
+            "p99_ms": float(row["p99_latency_ms"]), "avg_ms": float(row["avg_latency_ms"]), "requests": n,
+            "bg_cores": cpu.bg_cores}
 
 
 def loadgen(server: Server, mode: str, template: list[str], pipeline: int, *, duration: float | None = None,
@@ -408,9 +508,14 @@ def loadgen(server: Server, mode: str, template: list[str], pipeline: int, *, du
     if requests is not None:
         cmd += ["--requests", str(requests)]
     cmd += ["--", *template]
-    out = run_cmd(pinned(cmd, CLIENT_CPUS), 300, f"loadgen {mode} {template[0]}")
+    wait_quiet()
+    with CpuMeter() as cpu:
+        out = run_cmd(pinned(cmd, CLIENT_CPUS), 300, f"loadgen {mode} {template[0]}")
     res = json.loads(out.strip().splitlines()[-1])
+    res["bg_cores"] = cpu.bg_cores
     server.check_alive()
+    if res["ops"] == 0:
+        raise BenchError(f"loadgen {mode} {template[0]}: no request completed")
     if res["errors"] or res["missing"] or res.get("probe_missing"):
         raise BenchError(f"loadgen {mode} {template[0]}: {res['errors']} errors, {res['missing']} missing keys, "
                          f"{res.get('probe_missing')} keys missing at probe; first error: {res['first_error']}")
@@ -517,15 +622,19 @@ def fetch_versions(server: Server, prefix: str, n: int, session: bool) -> list[i
 
 def py_pool(server: Server, mode: str, prefix: str, n: int, procs: int, duration: float, new_cart: str) -> dict:
     versions = fetch_versions(server, prefix, n, session=(mode == "session"))
+    wait_quiet()
     start_at = time.time() + 0.5 + 0.05 * procs
     jobs = [(server.port, mode, [(i, versions[i]) for i in range(w, n, procs)], duration, start_at, new_cart, prefix)
             for w in range(procs)]
     ctx = mp.get_context("fork")
-    with ctx.Pool(procs) as pool:
-        results = pool.map(_py_worker, jobs)
+    with CpuMeter() as cpu:
+        with ctx.Pool(procs) as pool:
+            results = pool.map(_py_worker, jobs)
     server.check_alive()
     lat = sorted(x for r in results for x in r["lat"])
     ops = len(lat)
+    if ops == 0:
+        raise BenchError(f"redis-py {mode}: no request completed")
     errors = sum(r["errors"] for r in results)
     missing = sum(r["missing"] for r in results)
     if errors or missing:
@@ -535,7 +644,7 @@ def py_pool(server: Server, mode: str, prefix: str, n: int, procs: int, duration
     pct = (lambda p: lat[min(len(lat) - 1, max(0, int(round(p / 100 * len(lat) + 0.5)) - 1))] * 1000) if lat else (lambda p: 0.0)
     return {"rps": ops / secs if secs > 0 else 0.0, "p50_ms": pct(50), "p99_ms": pct(99),
             "avg_ms": (sum(lat) / ops * 1000) if ops else 0.0, "ops": ops,
-            "conflicts": sum(r["conflicts"] for r in results), "procs": procs}
+            "conflicts": sum(r["conflicts"] for r in results), "procs": procs, "bg_cores": cpu.bg_cores}
 
 
 # ------------------------------------------------------------ bookkeeping
@@ -550,6 +659,7 @@ class Rows:
         row = self.rows.setdefault((name, pipeline), {"name": name, "pipeline": pipeline, "samples": [], **info})
         row["samples"].append(sample)
         log(f"  {name:<44} P{pipeline:<3} {sample['rps']:>11,.0f}/s  p50 {sample['p50_ms']:.3f}  p99 {sample['p99_ms']:.3f} ms"
+            f"  background {sample['bg_cores']:.2f} cores"
             + (f"  conflicts {sample['conflicts']}" if sample.get("conflicts") else ""))
 
     def med(self, name: str, pipeline: int, field: str = "rps") -> float | None:
@@ -558,11 +668,20 @@ class Rows:
             return None
         return statistics.median(s[field] for s in row["samples"])
 
+    def paired_ratio(self, a: str, b: str, pa: int, pb: int) -> float | None:
+        """Median over rounds of A's throughput over B's in the same round:
+        steadier than a ratio of medians when the machine's load drifts."""
+        ra, rb = self.rows.get((a, pa)), self.rows.get((b, pb))
+        if not ra or not rb:
+            return None
+        pairs = [x["rps"] / y["rps"] for x, y in zip(ra["samples"], rb["samples"]) if y["rps"]]
+        return statistics.median(pairs) if pairs else None
+
     def export(self) -> list[dict]:
         out = []
         for row in self.rows.values():
             r = dict(row)
-            for f in ("rps", "p50_ms", "p99_ms"):
+            for f in ("rps", "p50_ms", "p99_ms", "bg_cores"):
                 r[f] = statistics.median(s[f] for s in row["samples"])
             r["conflicts"] = sum(s.get("conflicts", 0) for s in row["samples"])
             out.append(r)
@@ -616,13 +735,20 @@ def phase_reads(rows: Rows, m: Server, p: Server, cfg) -> None:
                 if res:
                     set_res(res[0])
                 try:
+                    quiet = True
                     if (name, pl) not in sizes:
                         if cfg.smoke:
                             sizes[(name, pl)] = rb_requests(True, 0, 0)
                         else:  # a short warm-up run sizes the measured ones to about cfg.secs each
                             warm = redis_benchmark(srv, command, pl, 20_000 if pl == 1 else 60_000, n)
                             sizes[(name, pl)] = rb_requests(False, warm["rps"], cfg.secs)
-                    s = redis_benchmark(srv, command, pl, sizes[(name, pl)], n)
+                            quiet = False  # just checked before the warm-up
+                    first = [quiet]
+
+                    def once():
+                        q, first[0] = first[0], True
+                        return redis_benchmark(srv, command, pl, sizes[(name, pl)], n, quiet=q)
+                    s = retrying(once)
                 finally:
                     if res:
                         set_res(res[1])
@@ -637,20 +763,20 @@ def phase_writes(rows: Rows, m: Server, p: Server, cfg, shape: Shape) -> None:
     for rnd in range(cfg.rounds):
         for pl in PIPELINES:
             log(f"compare-and-set, round {rnd + 1}/{cfg.rounds}, -P {pl}")
-            s = loadgen(m, "cas", ["SESSION.SET", "{key}", "IFVERSION", "{ver}", "DATA", "cart", cart], pl,
-                        keys=n, prefix=SESS_PREFIX, probe="session", seed=rnd * 2 + pl, **lg)
+            s = retrying(lambda: loadgen(m, "cas", ["SESSION.SET", "{key}", "IFVERSION", "{ver}", "DATA", "cart", cart],
+                                         pl, keys=n, prefix=SESS_PREFIX, probe="session", seed=rnd * 2 + pl, **lg))
             rows.add("SESSION.SET IFVERSION", pl, s, group="cas", client="loadgen")
-            s = loadgen(p, "cas", ["EVALSHA", cas_sha, "1", "{key}", "{ver}", "cart", cart], pl,
-                        keys=n, prefix=HASH_PREFIX, probe="hget", seed=rnd * 2 + pl, **lg)
+            s = retrying(lambda: loadgen(p, "cas", ["EVALSHA", cas_sha, "1", "{key}", "{ver}", "cart", cart], pl,
+                                         keys=n, prefix=HASH_PREFIX, probe="hget", seed=rnd * 2 + pl, **lg))
             rows.add("Lua CAS (hash)", pl, s, group="cas", client="loadgen")
         log(f"compare-and-set, round {rnd + 1}/{cfg.rounds}, WATCH/MULTI/EXEC and redis-py")
-        s = loadgen(p, "watch", ["HSET", "{key}", "cart", cart, ";;", "HINCRBY", "{key}", "version", "1"], 1,
-                    keys=n, prefix=HASH_PREFIX, probe="hget", seed=rnd + 7, **lg)
+        s = retrying(lambda: loadgen(p, "watch", ["HSET", "{key}", "cart", cart, ";;", "HINCRBY", "{key}", "version",
+                                                  "1"], 1, keys=n, prefix=HASH_PREFIX, probe="hget", seed=rnd + 7, **lg))
         rows.add("WATCH/MULTI/EXEC (hash)", 1, s, group="cas", client="loadgen")
         dur = 0.5 if cfg.smoke else cfg.secs
-        s = py_pool(m, "session", SESS_PREFIX, n, cfg.py_procs, dur, cart)
+        s = retrying(lambda: py_pool(m, "session", SESS_PREFIX, n, cfg.py_procs, dur, cart))
         rows.add("SESSION.SET IFVERSION, redis-py", 1, s, group="cas", client=f"redis-py x{cfg.py_procs} processes")
-        s = py_pool(p, "watch", HASH_PREFIX, n, cfg.py_procs, dur, cart)
+        s = retrying(lambda: py_pool(p, "watch", HASH_PREFIX, n, cfg.py_procs, dur, cart))
         rows.add("WATCH/MULTI/EXEC (hash), redis-py", 1, s, group="cas", client=f"redis-py x{cfg.py_procs} processes")
 
 
@@ -673,16 +799,19 @@ def phase_creates(rows: Rows, m: Server, p: Server, cfg, shape: Shape) -> None:
         for pl in PIPELINES:
             log(f"creates, round {rnd + 1}/{cfg.rounds}, -P {pl}")
             for name, srv, template in variants:
-                run_no += 1
-                db1 = redis.Redis(host="127.0.0.1", port=srv.port, db=1)
-                db1.flushdb()
-                s = loadgen(srv, "fresh", template, pl, prefix=SESS_PREFIX, sid20=f"N{run_no:05d}qRsTuVwXyZaBcD",
-                            db=1, **lg)
-                if db1.dbsize() != s["ok"]:
-                    raise BenchError(f"{name}: {db1.dbsize()} keys after {s['ok']} creates")
-                db1.flushdb()
-                db1.close()
-                rows.add(name, pl, s, group="create", client="loadgen")
+                def once(name=name, srv=srv, template=template, pl=pl):
+                    nonlocal run_no
+                    run_no += 1
+                    db1 = redis.Redis(host="127.0.0.1", port=srv.port, db=1)
+                    db1.flushdb()
+                    s = loadgen(srv, "fresh", template, pl, prefix=SESS_PREFIX,
+                                sid20=f"N{run_no:05d}qRsTuVwXyZaBcD", db=1, **lg)
+                    if db1.dbsize() != s["ok"]:
+                        raise BenchError(f"{name}: {db1.dbsize()} keys after {s['ok']} creates")
+                    db1.flushdb()
+                    db1.close()
+                    return s
+                rows.add(name, pl, retrying(once), group="create", client="loadgen")
 
 
 def phase_memory_reload(cfg, shape: Shape, workdir: Path, module: str) -> tuple[dict, dict]:
@@ -715,26 +844,33 @@ def phase_memory_reload(cfg, shape: Shape, workdir: Path, module: str) -> tuple[
         for rnd in range(cfg.rounds):
             log(f"DEBUG RELOAD, round {rnd + 1}/{cfg.rounds}")
             for what, srv in servers.items():
-                t = time.perf_counter()
-                srv.r.execute_command("DEBUG", "RELOAD")
-                total = time.perf_counter() - t
-                t = time.perf_counter()
-                srv.r.execute_command("DEBUG", "RELOAD", "NOSAVE")
-                load = time.perf_counter() - t
-                if srv.r.dbsize() != n:
-                    raise BenchError(f"DEBUG RELOAD lost keys: {srv.r.dbsize()} {what}, expected {n}")
-                srv.check_alive()
-                rdb = workdir / f"{srv.name}.rdb"
-                reload["samples"][what].append({"total_s": total, "load_s": load,
-                                                "rdb_bytes": rdb.stat().st_size if rdb.exists() else None})
-                log(f"  {what:<9} DEBUG RELOAD {total:.3f} s (load only {load:.3f} s)")
+                def once(what=what, srv=srv):
+                    wait_quiet()
+                    with CpuMeter() as cpu:
+                        t = time.perf_counter()
+                        srv.r.execute_command("DEBUG", "RELOAD")
+                        total = time.perf_counter() - t
+                        t = time.perf_counter()
+                        srv.r.execute_command("DEBUG", "RELOAD", "NOSAVE")
+                        load = time.perf_counter() - t
+                    if srv.r.dbsize() != n:
+                        raise BenchError(f"DEBUG RELOAD lost keys: {srv.r.dbsize()} {what}, expected {n}")
+                    srv.check_alive()
+                    rdb = workdir / f"{srv.name}.rdb"
+                    log(f"  {what:<9} DEBUG RELOAD {total:.3f} s (load only {load:.3f} s)  "
+                        f"background {cpu.bg_cores:.2f} cores")
+                    return {"total_s": total, "load_s": load, "bg_cores": cpu.bg_cores,
+                            "rdb_bytes": rdb.stat().st_size if rdb.exists() else None}
+                reload["samples"][what].append(retrying(once))
         for what, ss in reload["samples"].items():
             reload[what] = {"total_s": statistics.median(s["total_s"] for s in ss),
                             "load_s": statistics.median(s["load_s"] for s in ss),
                             "save_s": statistics.median(s["total_s"] - s["load_s"] for s in ss),
                             "rdb_bytes": ss[-1]["rdb_bytes"]}
-        reload["ratio_sessions_to_blobs"] = reload["sessions"]["total_s"] / reload["blobs"]["total_s"]
-        reload["ratio_hashes_to_blobs"] = reload["hashes"]["total_s"] / reload["blobs"]["total_s"]
+        sm = reload["samples"]
+        for what in ("sessions", "hashes"):  # median of same-round ratios
+            reload[f"ratio_{what}_to_blobs"] = statistics.median(
+                x["total_s"] / y["total_s"] for x, y in zip(sm[what], sm["blobs"]))
         return memory, reload
     finally:
         for srv in servers.values():
@@ -761,6 +897,8 @@ COMPARISONS = [
     ("SESSION.SET IFVERSION, redis-py", "WATCH/MULTI/EXEC (hash), redis-py", 1, 5.0, ">=",
      "same redis-py client pool on both sides"),
     ("SESSION.SET IFVERSION", "WATCH/MULTI/EXEC (hash)", 1, None, ">=", "loadgen, 50 connections, server-bound"),
+    ("SESSION.SET IFVERSION", "WATCH/MULTI/EXEC (hash), redis-py", (16, 1), None, ">=",
+     "mixed: loadgen -P 16 against redis-py"),
     ("SESSION.CREATE", "SET PX (JSON blob)", 16, None, ">=", ""),
     ("SESSION.CREATE", "SET PX (JSON blob)", 1, None, ">=", ""),
     ("SESSION.CREATE", "HSET + PEXPIRE (hash)", 16, None, ">=", ""),
@@ -771,10 +909,12 @@ COMPARISONS = [
 def compare(rows: Rows) -> list[dict]:
     out = []
     for a, b, pl, target, op, note in COMPARISONS:
-        ra, rb = rows.med(a, pl), rows.med(b, pl)
+        pa, pb = pl if isinstance(pl, tuple) else (pl, pl)
+        ra, rb = rows.med(a, pa), rows.med(b, pb)
         if ra is None or rb is None:
             continue
-        ratio = ra / rb if rb else None
+        ratio = rows.paired_ratio(a, b, pa, pb)
+        pl = pa if pa == pb else f"{pa}/{pb}"
         out.append({"a": a, "b": b, "pipeline": pl, "a_rps": ra, "b_rps": rb, "ratio": ratio,
                     "target": target, "op": op, "status": verdict(ratio, target, op), "note": note})
     return out
@@ -802,6 +942,17 @@ def machine_info() -> dict:
             "pinning": f"servers on CPU {SERVER_CPUS}, clients on CPU {CLIENT_CPUS}" if PIN else "none"}
 
 
+def module_identity(path: str) -> dict:
+    import hashlib
+    st = Path(path).stat()
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return {"path": path, "bytes": st.st_size, "sha256": h.hexdigest()[:16],
+            "built": datetime.datetime.fromtimestamp(st.st_mtime, datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
 def module_commit() -> str | None:
     try:
         rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -821,32 +972,35 @@ def print_table(res: dict) -> None:
     w = print
     m = res["machine"]
     w("")
-    w(f"redis-session benchmark — {res['date']} — {m['nproc']} CPU {m['cpu_model']}, redis {res['redis_version']}, "
-      f"module {res.get('module_commit') or '?'}{' (SMOKE)' if res['smoke'] else ''}")
+    w(f"redis-session benchmark — {res['date']} — {m['nproc']} CPU {m['cpu_model']}, redis {res['redis_version']}"
+      f"{' (SMOKE)' if res['smoke'] else ''}")
+    w(f"module {res['module']['path']} (sha256 {res['module']['sha256']}, built {res['module']['built']}); "
+      f"repository at {res.get('repo_head') or '?'}")
     w(f"{res['config']['clients']} clients, {res['config']['keys']:,} keys, {res['config']['rounds']} round(s), "
       f"medians; {m['pinning']}")
     if res["throughput"]:
         w("")
-        w(f"{'throughput':<46} {'-P':>3} {'ops/s':>11} {'p50 ms':>8} {'p99 ms':>8}  client")
+        w(f"{'throughput':<46} {'-P':>3} {'ops/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'bg cpu':>7}  client")
         for r in res["throughput"]:
-            w(f"{r['name']:<46} {r['pipeline']:>3} {fmt_rate(r['rps']):>11} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f}  "
+            w(f"{r['name']:<46} {r['pipeline']:>3} {fmt_rate(r['rps']):>11} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} "
+              f"{r['bg_cores']:>7.2f}  "
               f"{r['client']}" + (f" (conflicts: {r['conflicts']})" if r.get("conflicts") else ""))
     if res["comparisons"] or res.get("memory"):
         w("")
-        w(f"{'ratio':<84} {'-P':>3} {'ratio':>7} {'target':>8}  status")
+        w(f"{'ratio':<84} {'-P':>5} {'ratio':>7} {'target':>8}  status")
         for c in res["comparisons"]:
             label = f"{c['a']} / {c['b']}"
             tgt = f"{c['op']}{c['target']:g}" if c["target"] is not None else ""
-            w(f"{label:<84} {c['pipeline']:>3} {c['ratio']:>7.3f} {tgt:>8}  {c['status']}")
+            w(f"{label:<84} {c['pipeline']!s:>5} {c['ratio']:>7.3f} {tgt:>8}  {c['status']}")
         mem, rel = res.get("memory"), res.get("reload")
         if mem:
-            w(f"{'memory per session / same content as JSON string blob':<84} {'':>3} "
+            w(f"{'memory per session / same content as JSON string blob':<84} {'':>5} "
               f"{mem['ratio_sessions_to_blobs']:>7.3f} {'<=1.1':>8}  {res['memory_status']}")
-            w(f"{'memory per hash / JSON string blob':<84} {'':>3} {mem['ratio_hashes_to_blobs']:>7.3f}")
+            w(f"{'memory per hash / JSON string blob':<84} {'':>5} {mem['ratio_hashes_to_blobs']:>7.3f}")
         if rel:
-            w(f"{'DEBUG RELOAD sessions / JSON string blobs':<84} {'':>3} {rel['ratio_sessions_to_blobs']:>7.3f} "
+            w(f"{'DEBUG RELOAD sessions / JSON string blobs':<84} {'':>5} {rel['ratio_sessions_to_blobs']:>7.3f} "
               f"{'<=1.2':>8}  {res['reload_status']}")
-            w(f"{'DEBUG RELOAD hashes / JSON string blobs':<84} {'':>3} {rel['ratio_hashes_to_blobs']:>7.3f}")
+            w(f"{'DEBUG RELOAD hashes / JSON string blobs':<84} {'':>5} {rel['ratio_hashes_to_blobs']:>7.3f}")
     mem, rel = res.get("memory"), res.get("reload")
     if mem:
         w("")
@@ -861,7 +1015,15 @@ def print_table(res: dict) -> None:
             mb = f"{r['rdb_bytes'] / 1e6:.1f}" if r["rdb_bytes"] else "-"
             w(f"  {what:<22} {r['total_s']:>9.3f} {r['save_s']:>8.3f} {r['load_s']:>8.3f} {mb:>8}")
     w("")
-    w(f"took {res['duration_s']:.0f} s")
+    w("ratios: median over rounds of the same-round ratio. bg cpu: cores used by other processes on the machine "
+      "during the run (median).")
+    bg = res.get("background_cores_max") or 0.0
+    if bg > BUSY_CORES and not res["smoke"]:
+        w(f"WARNING: other processes used up to {bg:.2f} cores during the measurements: this machine was busy and "
+          "the figures are unreliable; run again on a quiet machine.")
+    extra = res.get("quiet_wait_s", 0) + res.get("retry_s", 0)
+    w(f"took {res['duration_s']:.0f} s" + (f", of which {extra:.0f} s waiting for other processes to go idle or "
+                                           "measuring again" if extra >= 1 else ""))
 
 
 # ------------------------------------------------------------------- main
@@ -876,8 +1038,21 @@ def main() -> int:
     ap.add_argument("--py-procs", type=int, default=8, help="redis-py client processes (default 8)")
     ap.add_argument("--only", default="reads,writes,creates,memory",
                     help="comma-separated phases: reads, writes, creates, memory")
+    ap.add_argument("--quiet-wait", type=float,
+                    help="before each measurement, wait up to this many seconds for other processes on the machine "
+                         "to go idle (default 10; smoke 0 = off)")
+    ap.add_argument("--retries", type=int,
+                    help="repeat a measurement during which other processes used more than 0.15 cores, up to "
+                         "this many times, keeping the quietest (default 2; smoke 0)")
+    ap.add_argument("--patience", type=float, default=300.0,
+                    help="at most this many seconds in all for --quiet-wait and --retries (default 300)")
     ap.add_argument("--out", help="results file (default bench/results.json; smoke bench/results-smoke.json)")
     cfg = ap.parse_args()
+    global QUIET_WAIT
+    QUIET_WAIT = cfg.quiet_wait if cfg.quiet_wait is not None else (0.0 if cfg.smoke else 10.0)
+    global RETRIES, PATIENCE
+    PATIENCE = cfg.patience
+    RETRIES = cfg.retries if cfg.retries is not None else (0 if cfg.smoke else 2)
     cfg.rounds = cfg.rounds or (1 if cfg.smoke else 3)
     cfg.keys = cfg.keys or (2000 if cfg.smoke else 100_000)
     cfg.mem_keys = cfg.mem_keys or (2000 if cfg.smoke else 1_000_000)
@@ -902,10 +1077,11 @@ def main() -> int:
     res: dict = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "smoke": cfg.smoke, "machine": machine_info(), "redis_version": redis_version,
-        "module": module, "module_commit": module_commit(),
+        "module": module_identity(module), "repo_head": module_commit(),
         "config": {"clients": CLIENTS, "pipelines": list(PIPELINES), "keys": cfg.keys, "mem_keys": cfg.mem_keys,
                    "rounds": cfg.rounds, "secs_per_run": None if cfg.smoke else cfg.secs,
-                   "py_procs": cfg.py_procs, "narrow_field": NARROW_FIELD},
+                   "py_procs": cfg.py_procs, "narrow_field": NARROW_FIELD, "quiet_wait_s": QUIET_WAIT,
+                   "retries": RETRIES},
         "throughput": [], "comparisons": [],
     }
     workdir = Path(tempfile.mkdtemp(prefix="session-bench-"))
@@ -944,11 +1120,21 @@ def main() -> int:
     except BenchError as e:
         log(f"bench: FAILED: {e}")
         return 1
+    except KeyboardInterrupt:
+        log("bench: interrupted")
+        return 130
     finally:
         for s in servers:
             s.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     res["duration_s"] = round(time.time() - t_start, 1)
+    bgs = [r["bg_cores"] for r in res["throughput"]]
+    if res.get("reload"):
+        bgs += [x["bg_cores"] for ss in res["reload"]["samples"].values() for x in ss]
+    res["background_cores_max"] = max(bgs) if bgs else 0.0
+    res["busy_machine"] = res["background_cores_max"] > BUSY_CORES and not cfg.smoke
+    res["quiet_wait_s"] = round(QUIET_WAITED, 1)
+    res["retry_s"] = round(RETRY_SPENT, 1)
     targets = [c for c in res["comparisons"] if c["status"]]
     res["targets"] = [{"what": f"{c['a']} / {c['b']} (-P {c['pipeline']})", "ratio": c["ratio"],
                        "target": f"{c['op']}{c['target']:g}", "status": c["status"]} for c in targets]

@@ -160,8 +160,13 @@ fn parse_args() -> Args {
             }
             break;
         }
-        let v = argv.get(i + 1).unwrap_or_else(|| usage(&format!("{k} needs a value")));
-        let num = |v: &str| -> u64 { v.parse().unwrap_or_else(|_| usage(&format!("{k}: not a number: {v}"))) };
+        let v = argv
+            .get(i + 1)
+            .unwrap_or_else(|| usage(&format!("{k} needs a value")));
+        let num = |v: &str| -> u64 {
+            v.parse()
+                .unwrap_or_else(|_| usage(&format!("{k}: not a number: {v}")))
+        };
         match k {
             "--host" => a.host = v.clone(),
             "--port" => a.port = num(v) as u16,
@@ -240,7 +245,10 @@ fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
 }
 
 fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
-    buf[from..].windows(2).position(|w| w == b"\r\n").map(|p| from + p)
+    buf[from..]
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .map(|p| from + p)
 }
 
 fn parse_int(s: &[u8]) -> Result<i64, String> {
@@ -255,7 +263,9 @@ fn parse(buf: &[u8], pos: usize) -> Result<Option<(Value, usize)>, String> {
     if pos >= buf.len() {
         return Ok(None);
     }
-    let Some(eol) = find_crlf(buf, pos + 1) else { return Ok(None) };
+    let Some(eol) = find_crlf(buf, pos + 1) else {
+        return Ok(None);
+    };
     let line = &buf[pos + 1..eol];
     let next = eol + 2;
     match buf[pos] {
@@ -335,7 +345,7 @@ impl Rng {
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
     fn below(&mut self, n: u64) -> u64 {
-        ((self.next() >> 11) as u128 * n as u128 >> 53) as u64
+        (((self.next() >> 11) as u128 * n as u128) >> 53) as u64
     }
 }
 
@@ -387,7 +397,11 @@ fn probe_versions(a: &Args) -> io::Result<(Vec<u64>, u64)> {
         }
         s.write_all(&out)?;
         let mut pos = 0;
-        let mut i = if pending_select { base.wrapping_sub(1) } else { base };
+        let mut i = if pending_select {
+            base.wrapping_sub(1)
+        } else {
+            base
+        };
         while i != end {
             match parse(&rbuf, pos).map_err(io::Error::other)? {
                 Some((v, np)) => {
@@ -395,7 +409,10 @@ fn probe_versions(a: &Args) -> io::Result<(Vec<u64>, u64)> {
                     if pending_select {
                         pending_select = false;
                         if let Value::Error(e) = v {
-                            return Err(io::Error::other(format!("SELECT: {}", String::from_utf8_lossy(&e))));
+                            return Err(io::Error::other(format!(
+                                "SELECT: {}",
+                                String::from_utf8_lossy(&e)
+                            )));
                         }
                         i = base;
                         continue;
@@ -454,6 +471,7 @@ struct Conn {
     batch_keys: Vec<u64>,
     batch_start: Instant,
     index: usize,
+    batches: u64,
 }
 
 #[derive(Default)]
@@ -478,9 +496,12 @@ struct Run {
 }
 
 impl Run {
-    fn may_start(&self) -> bool {
+    /// A connection stops at the deadline (once it has completed a batch, so
+    /// that a stalled start still measures something) or when the request
+    /// budget is spent.
+    fn may_start(&self, c: &Conn) -> bool {
         if let Some(d) = self.deadline {
-            if Instant::now() >= d {
+            if c.batches > 0 && Instant::now() >= d {
                 return false;
             }
         }
@@ -519,7 +540,7 @@ impl Run {
 
     /// Queues the next request(s) on `c`, or marks it done.
     fn start(&mut self, c: &mut Conn) {
-        if !self.may_start() {
+        if !self.may_start(c) {
             c.stage = Stage::Done;
             return;
         }
@@ -587,7 +608,8 @@ impl Run {
         }
     }
 
-    fn record(&mut self, c: &Conn, ops: usize) {
+    fn record(&mut self, c: &mut Conn, ops: usize) {
+        c.batches += 1;
         let now = Instant::now();
         let ns = now.duration_since(c.batch_start).as_nanos() as u64;
         for _ in 0..ops {
@@ -620,7 +642,10 @@ impl Run {
                             }
                             Value::Error(e) if e.starts_with(b"CONFLICT") => {
                                 self.stats.conflicts += 1;
-                                let cur = e.split(|&b| b == b' ').nth(1).and_then(|s| std::str::from_utf8(s).ok()?.parse().ok());
+                                let cur = e
+                                    .split(|&b| b == b' ')
+                                    .nth(1)
+                                    .and_then(|s| std::str::from_utf8(s).ok()?.parse().ok());
                                 match cur {
                                     Some(v) => self.versions[idx as usize] = v,
                                     None => self.error(e),
@@ -781,6 +806,7 @@ fn main() {
             batch_keys: Vec::new(),
             batch_start: Instant::now(),
             index: i,
+            batches: 0,
         });
     }
 
@@ -790,7 +816,10 @@ fn main() {
         rng: Rng(a.seed),
         next_fresh: a.start,
         started_ops: 0,
-        stats: Stats { lat_ns: Vec::with_capacity(1 << 20), ..Default::default() },
+        stats: Stats {
+            lat_ns: Vec::with_capacity(1 << 20),
+            ..Default::default()
+        },
         versions,
         last_done: t0,
         a,
@@ -899,7 +928,11 @@ fn main() {
         st.lat_ns[i.clamp(1, st.lat_ns.len()) - 1] as f64 / 1e6
     };
     let (p50, p99) = (pct(50.0), pct(99.0));
-    let avg = if ops > 0 { st.lat_ns.iter().sum::<u64>() as f64 / ops as f64 / 1e6 } else { 0.0 };
+    let avg = if ops > 0 {
+        st.lat_ns.iter().sum::<u64>() as f64 / ops as f64 / 1e6
+    } else {
+        0.0
+    };
     println!(
         "{{\"mode\":\"{:?}\",\"conns\":{},\"pipeline\":{},\"ops\":{},\"secs\":{:.4},\"rps\":{:.1},\
          \"avg_ms\":{:.4},\"p50_ms\":{:.4},\"p99_ms\":{:.4},\"ok\":{},\"conflicts\":{},\"errors\":{},\
@@ -919,6 +952,9 @@ fn main() {
         st.missing,
         probe_missing,
         probe_secs,
-        st.first_error.as_deref().map(json_str).unwrap_or_else(|| "null".into())
+        st.first_error
+            .as_deref()
+            .map(json_str)
+            .unwrap_or_else(|| "null".into())
     );
 }
