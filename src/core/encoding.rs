@@ -51,6 +51,15 @@ impl std::fmt::Display for DecodeError {
 }
 
 pub fn encode(s: &Session) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_into(s, &mut out);
+    out
+}
+
+/// Encodes into `out` (cleared first), so a caller encoding many values
+/// (RDB save) reuses one buffer.
+pub fn encode_into(s: &Session, out: &mut Vec<u8>) {
+    out.clear();
     let record = RecordV1 {
         encoding: ENCODING_VERSION,
         subject: &s.subject,
@@ -67,7 +76,7 @@ pub fn encode(s: &Session) -> Vec<u8> {
         data: s.data.as_bytes(),
     };
     // Serializing plain integers and byte slices into a Vec cannot fail.
-    rmp_serde::to_vec(&record).unwrap_or_default()
+    let _ = rmp_serde::encode::write(out, &record);
 }
 
 pub fn decode(buf: &[u8]) -> Result<Session, DecodeError> {

@@ -11,7 +11,6 @@
 //! a path seen twice cannot count twice.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::rc::Rc;
 
 use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
@@ -36,12 +35,72 @@ pub struct Live {
     pub data_bytes: u64,
 }
 
+type Key = Box<[u8]>;
+
+/// The keys of one subject's sessions. Most subjects have one session, so
+/// that case holds the key inline instead of a hash table of one.
+enum Members {
+    One(Key),
+    Many(Set<Key>),
+}
+
+impl Members {
+    fn contains(&self, key: &[u8]) -> bool {
+        match self {
+            Members::One(k) => **k == *key,
+            Members::Many(set) => set.contains(key),
+        }
+    }
+
+    /// Adds `key`; false if it was there.
+    fn insert(&mut self, key: &[u8]) -> bool {
+        if self.contains(key) {
+            return false;
+        }
+        if let Members::One(k) = self {
+            let mut set = Set::default();
+            set.insert(std::mem::take(k));
+            *self = Members::Many(set);
+        }
+        if let Members::Many(set) = self {
+            set.insert(key.into());
+        }
+        true
+    }
+
+    /// Removes `key`; false if it was not there.
+    fn remove(&mut self, key: &[u8]) -> bool {
+        match self {
+            Members::One(k) if **k == *key => {
+                *k = Key::default();
+                true
+            }
+            Members::One(_) => false,
+            Members::Many(set) => set.remove(key),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Members::One(k) => k.is_empty(),
+            Members::Many(set) => set.is_empty(),
+        }
+    }
+
+    fn keys(&self) -> Vec<Vec<u8>> {
+        match self {
+            Members::One(k) => vec![k.to_vec()],
+            Members::Many(set) => set.iter().map(|k| k.to_vec()).collect(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Db {
     /// `tenant:subject` → keys of that subject's sessions.
-    groups: Map<Box<[u8]>, Set<Rc<[u8]>>>,
+    groups: Map<Box<[u8]>, Members>,
     /// Keys of sessions without a subject.
-    loose: Set<Rc<[u8]>>,
+    loose: Set<Key>,
     live: Map<Box<[u8]>, Live>,
     sealed: Map<Box<[u8]>, u64>,
 }
@@ -57,17 +116,6 @@ fn group_key(tenant: &[u8], subject: &[u8]) -> Vec<u8> {
 }
 
 impl Db {
-    fn set_for(&mut self, v: &Indexed, create: bool) -> Option<&mut Set<Rc<[u8]>>> {
-        if v.subject.is_empty() {
-            return Some(&mut self.loose);
-        }
-        let g = group_key(v.tenant, v.subject);
-        if create && !self.groups.contains_key(&g[..]) {
-            self.groups.insert(g.clone().into(), Set::default());
-        }
-        self.groups.get_mut(&g[..])
-    }
-
     fn totals(&mut self, v: &Indexed, add: bool) {
         let live = match self.live.get_mut(v.tenant) {
             Some(l) => l,
@@ -107,15 +155,22 @@ impl Index {
     /// Records `key` as a live session; false if it was already there.
     pub fn add(&mut self, db: usize, key: &[u8], v: &Indexed) -> bool {
         let d = self.db(db);
-        let Some(set) = d.set_for(v, true) else {
-            return false;
+        let added = if v.subject.is_empty() {
+            !d.loose.contains(key) && d.loose.insert(key.into())
+        } else {
+            let g = group_key(v.tenant, v.subject);
+            match d.groups.get_mut(&g[..]) {
+                Some(members) => members.insert(key),
+                None => {
+                    d.groups.insert(g.into(), Members::One(key.into()));
+                    true
+                }
+            }
         };
-        if set.contains(key) {
-            return false;
+        if added {
+            d.totals(v, true);
         }
-        set.insert(key.into());
-        d.totals(v, true);
-        true
+        added
     }
 
     /// Forgets `key`, described by its value `v`; false if it was not there.
@@ -123,17 +178,23 @@ impl Index {
         let Some(d) = self.dbs.get_mut(db) else {
             return false;
         };
-        let Some(set) = d.set_for(v, false) else {
-            return false;
+        let removed = if v.subject.is_empty() {
+            d.loose.remove(key)
+        } else {
+            let g = group_key(v.tenant, v.subject);
+            let Some(members) = d.groups.get_mut(&g[..]) else {
+                return false;
+            };
+            let removed = members.remove(key);
+            if members.is_empty() {
+                d.groups.remove(&g[..]);
+            }
+            removed
         };
-        if !set.remove(key) {
-            return false;
+        if removed {
+            d.totals(v, false);
         }
-        if set.is_empty() && !v.subject.is_empty() {
-            d.groups.remove(&group_key(v.tenant, v.subject)[..]);
-        }
-        d.totals(v, false);
-        true
+        removed
     }
 
     /// A value changed in place (its data): moves its totals from `old` to `new`.
@@ -152,7 +213,7 @@ impl Index {
             .dbs
             .get(db)
             .and_then(|d| d.groups.get(&group_key(tenant, subject)[..]))
-            .map(|set| set.iter().map(|k| k.to_vec()).collect())
+            .map(Members::keys)
             .unwrap_or_default();
         keys.sort();
         keys

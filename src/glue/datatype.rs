@@ -88,11 +88,24 @@ extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_vo
     })
 }
 
+thread_local! {
+    /// One encoding buffer reused across every value of an RDB save.
+    static SAVE_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, v: *mut c_void) {
     guarded((), || {
         if let Some(s) = value(v) {
-            let buf = encoding::encode(s);
-            unsafe { api!(RedisModule_SaveStringBuffer)(rdb, buf.as_ptr().cast::<c_char>(), buf.len()) };
+            let save = |buf: &[u8]| unsafe {
+                api!(RedisModule_SaveStringBuffer)(rdb, buf.as_ptr().cast::<c_char>(), buf.len())
+            };
+            SAVE_BUF.with(|b| match b.try_borrow_mut() {
+                Ok(mut buf) => {
+                    encoding::encode_into(s, &mut buf);
+                    save(&buf);
+                }
+                Err(_) => save(&encoding::encode(s)),
+            })
         }
     })
 }
