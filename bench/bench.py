@@ -320,7 +320,7 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, name: str, workdir: Path, module: str | None = None):
+    def __init__(self, name: str, workdir: Path, module: str | None = None, module_args: list[str] | None = None):
         self.name = name
         self.port = free_port()
         self.workdir = workdir
@@ -330,7 +330,7 @@ class Server:
                 "--dbfilename", f"{name}.rdb", "--logfile", str(self.logfile),
                 "--enable-debug-command", "yes", "--daemonize", "no"]
         if module:
-            args += ["--loadmodule", module]
+            args += ["--loadmodule", module] + list(module_args or [])
         self.proc = subprocess.Popen(pinned(args, SERVER_CPUS), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         LIVE_SERVER_PIDS.add(self.proc.pid)
@@ -703,7 +703,7 @@ def rb_requests(smoke: bool, rate_guess: float, secs: float) -> int:
     return int(min(5_000_000, max(20_000, rate_guess * secs)))
 
 
-def phase_reads(rows: Rows, m: Server, p: Server, cfg) -> None:
+def phase_reads(rows: Rows, m: Server, p: Server, cfg, sealed: Server | None = None) -> None:
     rr_sha = p.r.script_load(LUA_READ_RENEW)
     n = cfg.keys
     sk, tk, hk = rand_key(SESS_PREFIX), rand_key(STR_PREFIX), rand_key(HASH_PREFIX)
@@ -727,6 +727,8 @@ def phase_reads(rows: Rows, m: Server, p: Server, cfg) -> None:
     ]
     if has_touch_res:
         variants.append(("SESSION.GET TOUCH, touch-resolution 0", m, ["SESSION.GET", sk, "TOUCH"], ("0", "1000")))
+    if sealed is not None:
+        variants.append(("SESSION.GET TOUCH, sealed", sealed, ["SESSION.GET", sk, "TOUCH"], None))
     sizes: dict[tuple[str, int], int] = {}
     for rnd in range(cfg.rounds):
         for pl in PIPELINES:
@@ -892,6 +894,7 @@ COMPARISONS = [
     (f"SESSION.GET TOUCH FIELDS 1 {NARROW_FIELD}", "GET (600 B string)", 1, None, ">=", ""),
     ("SESSION.GET (no TOUCH)", "GET (600 B string)", 16, None, ">=", "full reply, no renewal"),
     ("SESSION.GET TOUCH, touch-resolution 0", "GET (600 B string)", 16, None, ">=", "every TOUCH renews"),
+    ("SESSION.GET TOUCH, sealed", "SESSION.GET TOUCH", 16, 0.85, ">=", "sealing on vs off (keyfile)"),
     ("SESSION.SET IFVERSION", "Lua CAS (hash)", 16, 3.0, ">=", "compare-and-set"),
     ("SESSION.SET IFVERSION", "Lua CAS (hash)", 1, None, ">=", ""),
     ("SESSION.SET IFVERSION, redis-py", "WATCH/MULTI/EXEC (hash), redis-py", 1, 5.0, ">=",
@@ -1102,7 +1105,14 @@ def main() -> int:
             populate(p, gen_str600(shape, n), n, "600-byte strings")
             populate(p, gen_hashes(shape, n, HASH_PREFIX), n, "hashes", per_item=2)
             if "reads" in phases:
-                phase_reads(rows, m, p, cfg)
+                # the same sessions on a third server that seals data at rest
+                keyfile = workdir / "bench.keys"
+                keyfile.write_text("bench1:" + os.urandom(32).hex() + "\n")
+                keyfile.chmod(0o600)
+                sealed = Server("sealed", workdir, module, module_args=["keyfile", str(keyfile)])
+                servers.append(sealed)
+                populate(sealed, gen_sessions(shape, n), n, "sealed sessions")
+                phase_reads(rows, m, p, cfg, sealed)
             if "writes" in phases:
                 phase_writes(rows, m, p, cfg, shape)
             if "creates" in phases:
