@@ -17,7 +17,7 @@ import redis
 from sessionlib import new_key
 
 SEED = int(os.environ.get("SESSION_FUZZ_SEED", "4242"))
-N = 300000 if os.environ.get("SESSION_SOAK") == "1" else 20000
+N = 20000
 
 CODES = {"ERR", "WRONGTYPE", "EXISTS", "CONFLICT", "TOOBIG", "LIMIT", "REVOKED", "NOPERM", "SEALED"}
 
@@ -57,6 +57,17 @@ def arglist(rnd, keys):
 
 @pytest.mark.timeout(900)
 def test_random_arguments_never_crash_or_corrupt(make_server):
+    fuzz(make_server, N)
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(1800)
+@pytest.mark.skipif(os.environ.get("SESSION_SOAK") != "1", reason="soak: SESSION_SOAK=1")
+def test_random_arguments_soak(make_server):
+    fuzz(make_server, 300000)
+
+
+def fuzz(make_server, N):
     srv = make_server(config={"maxmemory": "0"}, module_args={"touch-resolution": "0"})
     r = srv.client()
     rnd = random.Random(SEED)
