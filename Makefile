@@ -56,10 +56,12 @@ run: build deps-redis
 	exec redis-server --port $(PORT) --bind 127.0.0.1 --save "" --appendonly no --loadmodule $(MODULE)
 
 # --- tests --------------------------------------------------------------------
+# The bench smoke run keeps bench/ from rotting; pytest runs last so its
+# summary closes the output.
 test: build deps-redis venv
 	cargo test --release
-	SESSION_MODULE=$(MODULE) $(PY) -m pytest -q integration $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory bench-smoke
+	SESSION_MODULE=$(MODULE) $(PY) -m pytest -q integration $(PYTEST_ARGS)
 
 test-rust: build deps-redis
 	cargo test --release
