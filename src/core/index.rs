@@ -199,8 +199,26 @@ impl Index {
 
     /// A value changed in place (its data): moves its totals from `old` to `new`.
     pub fn update(&mut self, db: usize, key: &[u8], old: &Indexed, new: &Indexed) {
-        if self.remove(db, key, old) {
+        if old.tenant == new.tenant && old.subject == new.subject {
+            // Same place in the index (the usual SET/CAS): only the totals move.
+            if self.contains(db, key, old) {
+                let d = self.db(db);
+                d.totals(old, false);
+                d.totals(new, true);
+            }
+        } else if self.remove(db, key, old) {
             self.add(db, key, new);
+        }
+    }
+
+    fn contains(&self, db: usize, key: &[u8], v: &Indexed) -> bool {
+        let Some(d) = self.dbs.get(db) else { return false };
+        if v.subject.is_empty() {
+            d.loose.contains(key)
+        } else {
+            d.groups
+                .get(&group_key(v.tenant, v.subject)[..])
+                .is_some_and(|m| m.contains(key))
         }
     }
 
