@@ -52,12 +52,13 @@ pub enum State {
 }
 
 impl State {
-    pub fn name(self) -> &'static str {
+    /// The name replies use (a C string: it goes out as a RESP simple string).
+    pub fn name(self) -> &'static std::ffi::CStr {
         match self {
-            State::Active => "active",
-            State::Grace => "grace",
-            State::Revoked => "revoked",
-            State::Expired => "expired",
+            State::Active => c"active",
+            State::Grace => c"grace",
+            State::Revoked => c"revoked",
+            State::Expired => c"expired",
         }
     }
 

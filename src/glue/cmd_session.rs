@@ -222,11 +222,7 @@ fn reply_session(ctx: Ctx, s: &Session, now: i64, args: &Args, view: &DataView, 
     ctx.reply_bulk(b"version");
     ctx.reply_int(s.version);
     ctx.reply_bulk(b"state");
-    ctx.reply_simple(if s.state(now) == State::Grace {
-        c"grace"
-    } else {
-        c"active"
-    });
+    ctx.reply_simple(s.state(now).name());
     ctx.reply_bulk(b"last_access");
     ctx.reply_int(s.last_access);
     ctx.reply_bulk(b"idle_deadline");
@@ -435,11 +431,7 @@ pub fn ttl(ctx: Ctx, args: Args) -> CmdResult {
     let t = s.ttl(now);
     ctx.reply_map(4);
     ctx.reply_bulk(b"state");
-    ctx.reply_simple(if t.state == State::Grace {
-        c"grace"
-    } else {
-        c"active"
-    });
+    ctx.reply_simple(t.state.name());
     ctx.reply_bulk(b"idle_ms");
     ctx.reply_int(t.idle_ms);
     ctx.reply_bulk(b"absolute_ms");

@@ -27,6 +27,8 @@ pub(crate) extern "C" fn unlink2(octx: *mut raw::RedisModuleKeyOptCtx, value: *c
             return;
         }
         let name = rm::bytes(name.cast_mut());
+        // No command context here; the prefix lookup only needs the GIL,
+        // which Redis holds while it calls unlink.
         let tenant = unindex_value(Ctx(std::ptr::null_mut()), db, name, s);
         state::with(|st| st.last_unlinked = tenant.map(|t| (db, name.to_vec(), t)));
     })
@@ -72,13 +74,12 @@ unsafe extern "C" fn on_keyspace_event(
 }
 
 unsafe extern "C" fn on_flush(
-    ctx: *mut raw::RedisModuleCtx,
+    _ctx: *mut raw::RedisModuleCtx,
     _e: raw::RedisModuleEvent,
     sub: u64,
     data: *mut c_void,
 ) {
     guarded((), || {
-        let _ = ctx;
         if sub != raw::REDISMODULE_SUBEVENT_FLUSHDB_START {
             return;
         }
