@@ -680,13 +680,16 @@ def test_replica_with_same_keyfile(make_pair, keyfile):
     replica.wait_aof_rewrite_done()
     all_keys, all_markers = keys + keys2, markers + markers2 + [m3]
 
-    # the replica holds the very same sealed bytes (not re-sealed on its own)
+    # both hold the same plaintext (digests agree); what each writes out is
+    # sealed under k1 with its own fresh nonces
     assert primary.digest() == replica.digest()
     rr = replica.client(decode=False)
     for k in all_keys:
         assert cmd(rr, "DEBUG", "DIGEST-VALUE", k) == cmd(r, "DEBUG", "DIGEST-VALUE", k), k
-        assert cmd(rr, "DUMP", k) == cmd(r, "DUMP", k), k
-    assert sealed_counts(primary) == {"k1": 2 * MARKER_VALUES + 1}
+        pd, rd = cmd(r, "DUMP", k), cmd(rr, "DUMP", k)
+        assert pd != rd, "every DUMP seals afresh"
+        assert len(segments(pd, "k1")) == len(segments(rd, "k1")) > 0, k
+    assert sealed_counts(primary) == sealed_counts(replica) == {"k1": 2 * MARKER_VALUES + 1}
 
     rr.save()
     arte = {"replica dump.rdb": (replica.dir / "dump.rdb").read_bytes()}
@@ -719,16 +722,26 @@ def test_replica_sealed_counts_match_primary(make_pair, keyfile):
 
 
 def test_replica_without_the_key_keeps_data_sealed(make_server, keyfile, tmp_path, keys):
-    """A replica loaded with another key file replicates the sealed bytes as they
-    are (equal digest) but cannot open them."""
+    """A replica loaded with another key file keeps the sealed bytes it
+    received as they are (so it writes them out unchanged) but cannot open
+    them; its digest is over those bytes, not the primary's plaintext."""
     primary = sealed_server(make_server, keyfile, name="primary", config={"repl-diskless-sync-delay": 0})
     other = KeyFile(tmp_path / "other.keys", [("k2", keys["k2"])])
     replica = sealed_server(make_server, other, name="replica", config={"repl-diskless-sync-delay": 0})
     r = primary.client(decode=False)
     ks, ms = write_markers(r)
     replicate(replica, primary)
-    assert primary.digest() == replica.digest()
     rr = replica.client(decode=False)
+    assert sealed_counts(replica) == {"k1": MARKER_VALUES}
+    d1 = replica.digest()
+    rr.save()
+    replica.restart()
+    rr = replica.client(decode=False)
+    assert replica.digest() == d1, "the sealed bytes were written out unchanged"
+    # the replica's copy, carried back to the primary, opens there
+    for k in ks:
+        assert restore(r, k, dump(rr, k)) == b"OK"
+    check_read_back(r, ks, ms)
     cmd(rr, "REPLICAOF", "NO", "ONE")
     wait_for(lambda: replica.info("replication")["role"] == "master", 10, what="promotion")
     for k in ks:
@@ -740,6 +753,9 @@ def test_replica_without_the_key_keeps_data_sealed(make_server, keyfile, tmp_pat
 
 
 def test_rotation_with_reload(make_server, keyfile, keys):
+    """Sessions are held in plaintext; what leaves the server is sealed under
+    the key active at that moment. Values that arrive under a key the ring
+    does not hold stay sealed (and unreadable) until the key comes back."""
     srv = sealed_server(make_server, keyfile)
     r = srv.client(decode=False)
     s1, s2, s4 = (f"sess:acme:{new_sid()}" for _ in range(3))
@@ -747,57 +763,57 @@ def test_rotation_with_reload(make_server, keyfile, keys):
     cmd(r, "SESSION.CREATE", s2, "DATA", "c", "C1")
     cmd(r, "SESSION.CREATE", s4, "DATA", "f", "F1")
     assert sealed_counts(srv) == {"k1": 4}
+    old_dump = dump(r, s4)
+    assert segments(old_dump, "k1")
 
     # rotate: k2 becomes active, k1 stays available
     keyfile.write([("k2", keys["k2"]), ("k1", keys["k1"])])
     assert cmd(r, "SESSION.KEYRING", "RELOAD") == b"OK"
     assert keyring_list(srv) == [("k2", "active"), ("k1", "available")]
     assert info_session(srv)["session_keyring_active"] == "k2"
-    assert data_of(r, s1) == {b"a": b"A1", b"b": b"B1"}, "values under k1 stay readable"
-    assert data_of(r, s1, "TOUCH") == {b"a": b"A1", b"b": b"B1"}
-    assert sealed_counts(srv) == {"k1": 4}, "reads do not re-seal"
+    assert data_of(r, s1) == {b"a": b"A1", b"b": b"B1"}
+    assert sealed_counts(srv) == {"k2": 4}, "everything now goes out under k2"
+    p = dump(r, s1)
+    assert len(segments(p, "k2")) == 2 and not segments(p, "k1")
+    # a DUMP taken under k1 still opens: k1 is in the file
+    assert restore(r, s4, old_dump) == b"OK"
+    assert data_of(r, s4) == {b"f": b"F1"}
 
     s3 = f"sess:acme:{new_sid()}"
     cmd(r, "SESSION.CREATE", s3, "DATA", "d", "D1")
-    assert sealed_counts(srv) == {"k1": 4, "k2": 1}
-    assert segments(dump(r, s3), "k2") and not segments(dump(r, s3), "k1")
+    assert sealed_counts(srv) == {"k2": 5}
 
-    # a field-level SET re-seals all the session's values, also the untouched ones
-    cmd(r, "SESSION.SET", s1, "DATA", "a", "A2")
-    assert data_of(r, s1) == {b"a": b"A2", b"b": b"B1"}
-    p = dump(r, s1)
-    assert len(segments(p, "k2")) == 2 and not segments(p, "k1"), "SET must re-seal every value of the session"
-    assert sealed_counts(srv) == {"k1": 2, "k2": 3}
-
-    # CAS too
-    cmd(r, "SESSION.CAS", s2, 1, "DATA", "c", "C2", "e", "E1")
-    assert data_of(r, s2) == {b"c": b"C2", b"e": b"E1"}
-    assert sealed_counts(srv) == {"k1": 1, "k2": 5}
-
-    # drop k1 from the file: s4 (still under k1) can no longer be opened
+    # drop k1 from the file: sessions in memory stay readable (they are held
+    # in plaintext), a k1 artefact arriving now cannot be opened
     keyfile.write([("k2", keys["k2"])])
     assert cmd(r, "SESSION.KEYRING", "RELOAD") == b"OK"
     assert keyring_list(srv) == [("k2", "active")]
+    assert data_of(r, s1) == {b"a": b"A1", b"b": b"B1"}
+    assert data_of(r, s4) == {b"f": b"F1"}
+    assert restore(r, s4, old_dump) == b"OK"
     assert err(r, "SESSION.GET", s4) == unknown_key_err("k1")
     assert err(r, "SESSION.GET", s4, "FIELDS", 1, "f") == unknown_key_err("k1")
-    assert data_of(r, s1) == {b"a": b"A2", b"b": b"B1"}
-    assert sealed_counts(srv) == {"k1": 1, "k2": 5}, "values under a dropped key are still counted"
+    assert err(r, "SESSION.SET", s4, "DATA", "g", "G1") == unknown_key_err("k1")
+    assert sealed_counts(srv) == {"k1": 1, "k2": 4}, "values held under a missing key are counted under it"
+    assert segments(dump(r, s4), "k1"), "a value that cannot be opened goes out as it came"
 
-    # k3 active, k1 back: s4 opens again and is re-sealed under k3 when written
+    # k3 active, k1 back: s4 opens again; a write takes it into plaintext
     keyfile.write([("k3", keys["k3"]), ("k2", keys["k2"]), ("k1", keys["k1"])])
     assert cmd(r, "SESSION.KEYRING", "RELOAD") == b"OK"
     assert keyring_list(srv) == [("k3", "active"), ("k2", "available"), ("k1", "available")]
     assert data_of(r, s4) == {b"f": b"F1"}
+    assert sealed_counts(srv) == {"k1": 1, "k3": 4}
     cmd(r, "SESSION.SET", s4, "DATA", "g", "G1")
-    assert sealed_counts(srv) == {"k2": 5, "k3": 2}
+    assert sealed_counts(srv) == {"k3": 6}
     assert info_session(srv)["session_keyring_active"] == "k3"
 
-    # survives a restart with the same file
+    # a restart with only k3 reads back everything the save wrote
     r.save()
+    keyfile.write([("k3", keys["k3"])])
     srv.restart()
     r = srv.client(decode=False)
-    assert sealed_counts(srv) == {"k2": 5, "k3": 2}
-    assert data_of(r, s1) == {b"a": b"A2", b"b": b"B1"}
+    assert sealed_counts(srv) == {"k3": 6}
+    assert data_of(r, s1) == {b"a": b"A1", b"b": b"B1"}
     assert data_of(r, s4) == {b"f": b"F1", b"g": b"G1"}
     assert_no_key_material(keyfile, {"log": srv.logfile.read_bytes()})
 
@@ -941,40 +957,61 @@ def test_value_transplanted_from_another_session(make_server, keyfile, target):
     assert data_of(r, src) == {b"role": b"admin"}
 
 
-MOVES = ["rename-sid", "rename-tenant", "copy-sid", "copy-tenant", "restore-sid", "restore-tenant",
-         "move-db-then-rename"]
-
-
-@pytest.mark.parametrize("how", MOVES)
-def test_session_moved_to_another_key_fails_authentication(make_server, keyfile, how):
+@pytest.mark.parametrize("how", ["restore-sid", "restore-tenant"])
+def test_session_restored_under_another_key_fails_authentication(make_server, keyfile, how):
     srv = sealed_server(make_server, keyfile)
     r = srv.client(decode=False)
     sid = new_sid()
     src = f"sess:acme:{sid}"
     dst = f"sess:acme:{new_sid()}" if how.endswith("-sid") else f"sess:globex:{sid}"
     cmd(r, "SESSION.CREATE", src, "SUBJECT", "eve", "DATA", "cart", "secret-cart", "x", "y")
-    expect_src = {b"cart": b"secret-cart", b"x": b"y"}
+    assert restore(r, dst, dump(r, src), replace=False) == b"OK"
+    assert cmd(r, "EXISTS", dst) == 1
+    assert err(r, "SESSION.GET", dst) == AUTH_ERR
+    assert err(r, "SESSION.GET", dst, "TOUCH") == AUTH_ERR
+    assert data_of(r, src) == {b"cart": b"secret-cart", b"x": b"y"}, "the original stays readable"
+    # the stuck copy goes out as it came: restored at its own name, it opens
+    assert restore(r, src, dump(r, dst)) == b"OK"
+    assert data_of(r, src) == {b"cart": b"secret-cart", b"x": b"y"}
+
+
+MOVES = ["rename-sid", "rename-tenant", "copy-sid", "copy-tenant", "move-db-then-rename"]
+
+
+@pytest.mark.parametrize("how", MOVES)
+def test_session_moved_in_memory_is_rebound(make_server, keyfile, how):
+    """RENAME, COPY and MOVE act on the session held in memory like on any
+    value (the client holds write access to both keys); from then on it is
+    sealed for its new name, and its sealed form opens only there."""
+    srv = sealed_server(make_server, keyfile)
+    r = srv.client(decode=False)
+    sid = new_sid()
+    src = f"sess:acme:{sid}"
+    dst = f"sess:acme:{new_sid()}" if how.endswith("-sid") else f"sess:globex:{sid}"
+    cmd(r, "SESSION.CREATE", src, "SUBJECT", "eve", "DATA", "cart", "secret-cart", "x", "y")
+    expect = {b"cart": b"secret-cart", b"x": b"y"}
     if how.startswith("rename"):
         assert cmd(r, "RENAME", src, dst) in (True, b"OK")
     elif how.startswith("copy"):
         assert cmd(r, "COPY", src, dst) == 1
-    elif how.startswith("restore"):
-        assert restore(r, dst, dump(r, src), replace=False) == b"OK"
     else:
         dst = f"sess:acme:{new_sid()}"
         assert cmd(r, "MOVE", src, 1) == 1
         r1 = srv.client(decode=False, db=1)
         assert cmd(r1, "RENAME", src, dst) in (True, b"OK")
         assert cmd(r1, "MOVE", dst, 0) == 1
-    assert cmd(r, "EXISTS", dst) == 1
-    assert err(r, "SESSION.GET", dst) == AUTH_ERR
-    assert err(r, "SESSION.GET", dst, "TOUCH") == AUTH_ERR
-    if how.startswith(("copy", "restore")):
-        assert data_of(r, src) == expect_src, "the original stays readable"
-    # renaming it back to its own key makes it readable again (nothing was changed)
-    if how.startswith("rename"):
-        assert cmd(r, "RENAME", dst, src) in (True, b"OK")
-        assert data_of(r, src) == expect_src
+    assert data_of(r, dst) == expect
+    if how.startswith("copy"):
+        assert data_of(r, src) == expect
+    p = dump(r, dst)
+    assert b"secret-cart" not in p
+    other = f"sess:acme:{new_sid()}"
+    assert restore(r, other, p) == b"OK"
+    assert err(r, "SESSION.GET", other) == AUTH_ERR, "the new seal is bound to the new name"
+    r.save()
+    srv.restart()
+    r = srv.client(decode=False)
+    assert data_of(r, dst) == expect, "saved under its new name, it loads there"
 
 
 # ===========================================================================
@@ -1048,18 +1085,21 @@ def test_plaintext_sessions_get_sealed_when_key_added(make_server, keyfile):
     m = marker()
     cmd(r, "SESSION.CREATE", k, "DATA", "a", m, "b", "2")
     cmd(r, "SESSION.CREATE", k2, "DATA", "c", "3")
+    assert m in dump(r, k)
     r.save()
     srv.stop()
     srv.module_args["keyfile"] = str(keyfile.path)
     srv.start()
     r = srv.client(decode=False)
     assert data_of(r, k) == {b"a": m, b"b": b"2"}, "plaintext sessions stay readable"
-    assert m in dump(r, k)
-    cmd(r, "SESSION.SET", k, "DATA", "b", "3")
+    assert sealed_counts(srv) == {"k1": 3}
     p = dump(r, k)
-    assert m not in p and len(segments(p, "k1")) == 2, "the next write seals every value"
+    assert m not in p and len(segments(p, "k1")) == 2, "what goes out now is sealed"
+    r.save()
+    assert m not in (srv.dir / "dump.rdb").read_bytes()
+    cmd(r, "SESSION.SET", k, "DATA", "b", "3")
     assert data_of(r, k) == {b"a": m, b"b": b"3"}
-    assert sealed_counts(srv) == {"k1": 2}
+    assert sealed_counts(srv) == {"k1": 3}
 
 
 def test_dump_restored_elsewhere(make_server, keyfile, tmp_path, keys):

@@ -151,11 +151,10 @@ fn info(ctx: &InfoContext, _for_crash_report: bool) {
         ctx.add_info_field_long_long(name, v as i64);
     }
     let (tenants, sealed, active) = glue::state::with(|st| {
-        let active = st
-            .keyring
-            .as_ref()
-            .map(|r| String::from_utf8_lossy(r.active_id()).into_owned());
-        (st.tenants.len(), st.index.sealed_counts(), active)
+        let active = st.keyring.as_ref().map(|r| r.active_id());
+        let sealed = st.index.sealed_counts(active);
+        let active = active.map(|a| String::from_utf8_lossy(a).into_owned());
+        (st.tenants.len(), sealed, active)
     });
     ctx.add_info_field_long_long("tenants", tenants as i64);
     ctx.add_info_field_str("keyring_active", active.as_deref().unwrap_or(""));

@@ -59,6 +59,12 @@ pub fn encode(s: &Session) -> Vec<u8> {
 /// Encodes into `out` (cleared first), so a caller encoding many values
 /// (RDB save) reuses one buffer.
 pub fn encode_into(s: &Session, out: &mut Vec<u8>) {
+    encode_with_data(s, s.flags, &s.data, out)
+}
+
+/// Encodes `s` with `data` and `flags` in place of its own: sealing writes a
+/// plaintext session out with sealed values without copying the rest.
+pub fn encode_with_data(s: &Session, flags: Flags, data: &FlatMap, out: &mut Vec<u8>) {
     out.clear();
     let record = RecordV1 {
         encoding: ENCODING_VERSION,
@@ -69,11 +75,11 @@ pub fn encode_into(s: &Session, out: &mut Vec<u8>) {
         idle: s.idle,
         absolute_deadline: s.absolute_deadline,
         grace: s.grace,
-        flags: s.flags.bits(),
+        flags: flags.bits(),
         revoked_until: s.revoked_until,
         reason: &s.reason,
         meta: s.meta.as_bytes(),
-        data: s.data.as_bytes(),
+        data: data.as_bytes(),
     };
     // Serializing plain integers and byte slices into a Vec cannot fail.
     let _ = rmp_serde::encode::write(out, &record);

@@ -24,7 +24,8 @@ pub struct Indexed<'a> {
     /// Empty for a session without a subject.
     pub subject: &'a [u8],
     pub data_bytes: u64,
-    /// Key id the data values are sealed under, and how many there are.
+    /// How many data values the session has, and the key id they are held
+    /// sealed under: empty for values held in plaintext.
     pub seal: Option<(&'a [u8], u64)>,
 }
 
@@ -260,11 +261,18 @@ impl Index {
         total
     }
 
-    /// Sealed data values per key id, over every database.
-    pub fn sealed_counts(&self) -> BTreeMap<Vec<u8>, u64> {
+    /// Data values per key id they would be written out under, over every
+    /// database: values held in plaintext go under the `active` key (and
+    /// are not counted without one), values held sealed under their own.
+    pub fn sealed_counts(&self, active: Option<&[u8]>) -> BTreeMap<Vec<u8>, u64> {
         let mut out = BTreeMap::new();
         for d in &self.dbs {
             for (id, n) in &d.sealed {
+                let id = match (id.is_empty(), active) {
+                    (false, _) => &id[..],
+                    (true, Some(active)) => active,
+                    (true, None) => continue,
+                };
                 *out.entry(id.to_vec()).or_default() += n;
             }
         }
@@ -359,14 +367,28 @@ mod tests {
             seal: Some((id, n)),
             ..v(b"t", b"u", 3)
         };
+        let counts = |ix: &Index, active: Option<&[u8]>| -> Vec<(Vec<u8>, u64)> {
+            ix.sealed_counts(active).into_iter().collect()
+        };
         ix.add(0, b"s1", &sealed(b"k1", 2));
         ix.add(0, b"s2", &sealed(b"k1", 3));
-        assert_eq!(ix.sealed_counts().get(&b"k1"[..]), Some(&5));
+        assert_eq!(counts(&ix, None), [(b"k1".to_vec(), 5)]);
         ix.update(0, b"s1", &sealed(b"k1", 2), &sealed(b"k2", 2));
-        assert_eq!(ix.sealed_counts().get(&b"k1"[..]), Some(&3));
-        assert_eq!(ix.sealed_counts().get(&b"k2"[..]), Some(&2));
+        assert_eq!(counts(&ix, None), [(b"k1".to_vec(), 3), (b"k2".to_vec(), 2)]);
+        // plaintext values go under the active key, and nowhere without one
+        ix.add(1, b"s3", &sealed(b"", 4));
+        assert_eq!(
+            counts(&ix, Some(b"k2")),
+            [(b"k1".to_vec(), 3), (b"k2".to_vec(), 6)]
+        );
+        assert_eq!(
+            counts(&ix, Some(b"k9")),
+            [(b"k1".to_vec(), 3), (b"k2".to_vec(), 2), (b"k9".to_vec(), 4)]
+        );
+        assert_eq!(counts(&ix, None), [(b"k1".to_vec(), 3), (b"k2".to_vec(), 2)]);
         ix.remove(0, b"s2", &sealed(b"k1", 3));
         ix.remove(0, b"s1", &sealed(b"k2", 2));
-        assert!(ix.sealed_counts().is_empty());
+        ix.remove(1, b"s3", &sealed(b"", 4));
+        assert!(ix.sealed_counts(Some(b"k2")).is_empty());
     }
 }

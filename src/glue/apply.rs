@@ -6,8 +6,7 @@
 use std::ffi::CStr;
 
 use super::rm::{Ctx, Key, RStr};
-use super::{config, state};
-use crate::core::encoding;
+use super::{config, sealing, state};
 use crate::core::index::Indexed;
 use crate::core::keys;
 use crate::core::seal;
@@ -41,12 +40,13 @@ pub fn indexed<'a>(tenant: &'a [u8], s: &'a Session) -> Option<Indexed<'a>> {
     if s.flags.contains(Flags::REVOKED) {
         return None;
     }
-    let seal = s
-        .flags
-        .contains(Flags::SEALED)
-        .then(|| s.data.iter().next().and_then(|(_, v)| seal::key_id(v)))
-        .flatten()
-        .map(|id| (id, s.data.len() as u64));
+    // Plaintext values count under the empty id: they go out under
+    // whichever key is active when they are written out.
+    let seal = match s.data.iter().next() {
+        None => None,
+        Some(_) if !s.flags.contains(Flags::SEALED) => Some((&b""[..], s.data.len() as u64)),
+        Some((_, v)) => seal::key_id(v).map(|id| (id, s.data.len() as u64)),
+    };
     Some(Indexed {
         tenant,
         subject: &s.subject,
@@ -91,7 +91,7 @@ pub fn commit(ctx: Ctx, key: &Key, name: RStr, tenant: &[u8], s: &Session, w: Wr
     key.set_abs_expire(s.end_of_life());
     match w {
         Write::Renew => ctx.replicate_renew(name, s),
-        _ => ctx.replicate_apply(name, &encoding::encode(s)),
+        _ => sealing::with_outgoing(s, super::rm::bytes(name), |v| ctx.replicate_apply(name, v)),
     }
     ctx.signal_modified(name);
     ctx.notify(w.event(), name);

@@ -6,6 +6,7 @@ use super::apply::index_value;
 use super::guard::{Args, CmdError, CmdResult};
 use super::parse::{self, is};
 use super::rm::{Ctx, Key, Slot};
+use super::sealing;
 use crate::core::encoding;
 use crate::core::session::TIME_MAX;
 
@@ -18,7 +19,8 @@ pub fn apply(ctx: Ctx, args: Args) -> CmdResult {
         4 if is(args.get(3), "NOEXPIRE") => false,
         _ => return Err(CmdError::Syntax),
     };
-    let session = encoding::decode(args.get(2)).map_err(|e| CmdError::Err(e.to_string()))?;
+    let mut session = encoding::decode(args.get(2)).map_err(|e| CmdError::Err(e.to_string()))?;
+    sealing::open_on_arrival(&mut session, args.get(1));
     let key = Key::open(ctx, args.raw(1), true);
     if let Slot::Other = key.slot() {
         return Err(CmdError::WrongType);

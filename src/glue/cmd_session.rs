@@ -92,7 +92,7 @@ pub fn create(ctx: Ctx, args: Args) -> CmdResult {
     };
     let subject = subject.unwrap_or_default();
     let now = rm::now_ms();
-    let mut session = Session::create(
+    let session = Session::create(
         now,
         subject,
         t,
@@ -122,7 +122,6 @@ pub fn create(ctx: Ctx, args: Args) -> CmdResult {
             }
         }
     }
-    sealing::seal_after_write(&mut session, &k);
     if !key.put(Box::new(session)) {
         return Err(CmdError::Err("could not store the session".into()));
     }
@@ -348,15 +347,12 @@ fn write_data(
     let stored = sealing::unseal_for_write(s, k)?;
     match f(s, &tenant_limits(k.tenant)) {
         Ok(version) => {
-            sealing::seal_after_write(s, k);
             commit(ctx, &key, args.raw(1), k.tenant, s, Write::Set, before);
             ctx.reply_int(version);
             Ok(())
         }
         Err(e) => {
-            if let Some(data) = stored {
-                s.data = data;
-            }
+            sealing::restore_sealed(s, stored);
             Err(count_conflict(k.tenant, e))
         }
     }

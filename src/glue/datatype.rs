@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::guard::guarded;
 use super::rm::api;
-use super::state;
+use super::{sealing, state};
 use crate::core::session::Session;
 use crate::core::{encoding, tenants};
 
@@ -75,7 +75,12 @@ extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_vo
         };
         unsafe { api!(RedisModule_Free)(buf.cast::<c_void>()) };
         match decoded {
-            Ok(s) => Box::into_raw(Box::new(s)).cast::<c_void>(),
+            Ok(mut s) => {
+                if let Some(name) = io_key_name(rdb) {
+                    sealing::open_on_arrival(&mut s, name);
+                }
+                Box::into_raw(Box::new(s)).cast::<c_void>()
+            }
             Err(e) => {
                 if let Ok(msg) = std::ffi::CString::new(format!("session: refused value: {e}")) {
                     unsafe {
@@ -88,23 +93,22 @@ extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_vo
     })
 }
 
-thread_local! {
-    /// One encoding buffer reused across every value of an RDB save.
-    static SAVE_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+/// The name of the key an RDB callback is saving or loading (Redis passes
+/// it for RDB files, `DUMP`/`RESTORE` and `MIGRATE`).
+fn io_key_name<'a>(io: *mut raw::RedisModuleIO) -> Option<&'a [u8]> {
+    let name = unsafe { api!(RedisModule_GetKeyNameFromIO)(io) };
+    (!name.is_null()).then(|| super::rm::bytes(name.cast_mut()))
 }
 
 extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, v: *mut c_void) {
     guarded((), || {
         if let Some(s) = value(v) {
-            let save = |buf: &[u8]| unsafe {
+            // Without a key name there is nothing to bind seals to; such a
+            // value is sealed as the empty name (readable nowhere) rather
+            // than written in plaintext.
+            let name = io_key_name(rdb).unwrap_or_default();
+            sealing::with_outgoing(s, name, |buf| unsafe {
                 api!(RedisModule_SaveStringBuffer)(rdb, buf.as_ptr().cast::<c_char>(), buf.len())
-            };
-            SAVE_BUF.with(|b| match b.try_borrow_mut() {
-                Ok(mut buf) => {
-                    encoding::encode_into(s, &mut buf);
-                    save(&buf);
-                }
-                Err(_) => save(&encoding::encode(s)),
             })
         }
     })
@@ -218,8 +222,7 @@ extern "C" fn aof_rewrite(aof: *mut raw::RedisModuleIO, key: *mut raw::RedisModu
     guarded((), || {
         emit_tenants(aof);
         if let Some(s) = value(v) {
-            let buf = encoding::encode(s);
-            unsafe {
+            sealing::with_outgoing(s, super::rm::bytes(key), |buf| unsafe {
                 api!(RedisModule_EmitAOF)(
                     aof,
                     c"SESSION.APPLY".as_ptr(),
@@ -229,7 +232,7 @@ extern "C" fn aof_rewrite(aof: *mut raw::RedisModuleIO, key: *mut raw::RedisModu
                     buf.len(),
                     c"NOEXPIRE".as_ptr(),
                 )
-            };
+            });
         }
     })
 }

@@ -39,6 +39,7 @@ pub fn check_api() -> Result<(), &'static str> {
     }
     need!(
         RedisModule_Milliseconds,
+        RedisModule_GetKeyNameFromIO,
         RedisModule_StringPtrLen,
         RedisModule_OpenKey,
         RedisModule_CloseKey,

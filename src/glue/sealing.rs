@@ -1,5 +1,9 @@
-//! Sealing at rest in the command path: the key file, and opening and
-//! re-sealing a session's data around reads and writes (SPEC §7).
+//! Sealing at rest (SPEC §7): the key file, and the two edges where data
+//! crosses the process boundary. Sessions are held in plaintext in memory
+//! (the key lives with the server, so sealing memory would protect nothing
+//! the key does not also expose); what leaves the process is sealed on its
+//! way out (RDB, AOF rewrite, propagation, `DUMP`) and what arrives sealed is
+//! opened once on its way in.
 
 use std::borrow::Cow;
 use std::os::unix::fs::PermissionsExt;
@@ -7,9 +11,10 @@ use std::os::unix::fs::PermissionsExt;
 use zeroize::Zeroizing;
 
 use super::guard::CmdError;
-use super::state;
+use super::{config, state};
+use crate::core::encoding;
 use crate::core::flatmap::FlatMap;
-use crate::core::keys::SessionKey;
+use crate::core::keys::{self, SessionKey};
 use crate::core::seal::{open_map, Keyring};
 use crate::core::session::{Flags, Session};
 
@@ -29,7 +34,73 @@ pub fn load_keyfile(path: &str) -> Result<Keyring, String> {
     Keyring::parse(&text).map_err(|e| format!("key file {path}: {e}"))
 }
 
-/// The session's data in plaintext: borrowed when not sealed.
+/// The (tenant, sid) a session's sealed values are bound to: those of its
+/// key name under the configured prefix. A name outside the key grammar (a
+/// session RENAMEd to one) binds as a whole, so it still seals and opens.
+fn with_binding<T>(name: &[u8], f: impl FnOnce(&[u8], &[u8]) -> T) -> T {
+    config::with_prefix(std::ptr::null_mut(), |p| match keys::parse(name, p) {
+        Some(k) => f(k.tenant, k.sid),
+        None => f(b"", name),
+    })
+}
+
+/// A session that arrived sealed (RDB load, RESTORE, MIGRATE, APPLY from the
+/// primary or the AOF) is opened once, here, and held in plaintext from then
+/// on. One that cannot be opened (no key file, unknown key id, failed
+/// authentication) stays sealed: reads and writes answer `SEALED`, and it is
+/// written out again byte for byte.
+pub fn open_on_arrival(s: &mut Session, name: &[u8]) {
+    if !s.flags.contains(Flags::SEALED) {
+        return;
+    }
+    if s.data.is_empty() {
+        s.flags -= Flags::SEALED;
+        return;
+    }
+    let opened =
+        state::with(|st| with_binding(name, |t, sid| open_map(st.keyring.as_ref(), t, sid, &s.data)));
+    if let Ok(plain) = opened {
+        s.data = plain;
+        s.flags -= Flags::SEALED;
+    }
+}
+
+thread_local! {
+    /// One encoding buffer reused by every value written out (RDB save,
+    /// AOF rewrite, propagation).
+    static OUT_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on the form of `s` (held at key `name`) that leaves the process:
+/// with a key file loaded, every data value sealed under the active key with
+/// fresh nonces; a session still sealed goes out as it is.
+pub fn with_outgoing<T>(s: &Session, name: &[u8], f: impl FnOnce(&[u8]) -> T) -> T {
+    let fill = |out: &mut Vec<u8>| {
+        state::with(|st| match &st.keyring {
+            Some(ring) if !s.flags.contains(Flags::SEALED) && !s.data.is_empty() => {
+                let sealed = with_binding(name, |t, sid| ring.seal_map(t, sid, &s.data));
+                encoding::encode_with_data(s, s.flags | Flags::SEALED, &sealed, out)
+            }
+            _ => encoding::encode_into(s, out),
+        })
+    };
+    OUT_BUF.with(|b| match b.try_borrow_mut() {
+        Ok(mut buf) => {
+            fill(&mut buf);
+            f(&buf)
+        }
+        Err(_) => {
+            let mut buf = Vec::new();
+            fill(&mut buf);
+            f(&buf)
+        }
+    })
+}
+
+/// The session's data in plaintext: borrowed unless it is still sealed
+/// (arrived under a key the server could not open it with); such data is
+/// opened with the current key ring, so a `KEYRING RELOAD` that brings its
+/// key back makes it readable.
 pub fn open_data<'a>(s: &'a Session, k: &SessionKey) -> Result<Cow<'a, FlatMap>, CmdError> {
     if !s.flags.contains(Flags::SEALED) {
         return Ok(Cow::Borrowed(&s.data));
@@ -39,24 +110,21 @@ pub fn open_data<'a>(s: &'a Session, k: &SessionKey) -> Result<Cow<'a, FlatMap>,
         .map_err(|e| CmdError::Sealed(e.to_string()))
 }
 
-/// Puts plaintext data in place for a write; returns the stored form to
-/// put back if the write is refused.
+/// Puts plaintext data in place for a write; returns the sealed form to put
+/// back if the write is refused ([`restore_sealed`]).
 pub fn unseal_for_write(s: &mut Session, k: &SessionKey) -> Result<Option<FlatMap>, CmdError> {
     if !s.flags.contains(Flags::SEALED) {
         return Ok(None);
     }
     let plain = open_data(s, k)?.into_owned();
+    s.flags -= Flags::SEALED;
     Ok(Some(std::mem::replace(&mut s.data, plain)))
 }
 
-/// After a write (or creation): seals the data under the active key when a
-/// key file is loaded, so older keys' values are re-sealed as they are written.
-pub fn seal_after_write(s: &mut Session, k: &SessionKey) {
-    state::with(|st| match &st.keyring {
-        Some(ring) if !s.data.is_empty() => {
-            s.data = ring.seal_map(k.tenant, k.sid, &s.data);
-            s.flags |= Flags::SEALED;
-        }
-        _ => s.flags -= Flags::SEALED,
-    });
+/// Undoes [`unseal_for_write`] after a refused write.
+pub fn restore_sealed(s: &mut Session, stored: Option<FlatMap>) {
+    if let Some(data) = stored {
+        s.data = data;
+        s.flags |= Flags::SEALED;
+    }
 }
