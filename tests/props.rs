@@ -17,6 +17,10 @@ fn bytes() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(any::<u8>(), 0..12)
 }
 
+fn small_key() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(prop::sample::select(vec![b'a', b'b', 0u8, 0xff]), 0..3)
+}
+
 fn pairs() -> impl Strategy<Value = Vec<(Vec<u8>, Vec<u8>)>> {
     prop::collection::vec((bytes(), bytes()), 0..8)
 }
@@ -125,6 +129,37 @@ proptest! {
             let got: BTreeMap<Vec<u8>, Vec<u8>> = s.data.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
             prop_assert_eq!(&got, &model);
         }
+    }
+
+    /// The packed map against a BTreeMap model, with keys from a tiny
+    /// alphabet so sets, unsets and repeats collide: later pairs win, a key
+    /// both set and unset is set, and count, payload and the encoded form
+    /// agree with a map decoded from the same bytes.
+    #[test]
+    fn flatmap_merge_follows_a_map_model(
+        base in prop::collection::vec((small_key(), bytes()), 0..8),
+        set in prop::collection::vec((small_key(), bytes()), 0..6),
+        unset in prop::collection::vec(small_key(), 0..4),
+    ) {
+        let m = fm(&base);
+        let mut model: BTreeMap<Vec<u8>, Vec<u8>> = base.iter().cloned().collect();
+        let check = |m: &FlatMap, model: &BTreeMap<Vec<u8>, Vec<u8>>| -> Result<(), TestCaseError> {
+            let got: Vec<(Vec<u8>, Vec<u8>)> = m.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+            let want: Vec<(Vec<u8>, Vec<u8>)> = model.clone().into_iter().collect();
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(m.len(), model.len());
+            prop_assert_eq!(m.payload_bytes(), model.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>());
+            let decoded = FlatMap::from_encoded(m.as_bytes());
+            prop_assert_eq!(decoded.as_ref(), Ok(m));
+            Ok(())
+        };
+        check(&m, &model)?;
+        let set_refs: Vec<(&[u8], &[u8])> = set.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+        let unset_refs: Vec<&[u8]> = unset.iter().map(|k| &k[..]).collect();
+        let merged = m.merged(&set_refs, &unset_refs);
+        for k in &unset { model.remove(k); }
+        model.extend(set.iter().cloned());
+        check(&merged, &model)?;
     }
 
     /// Every value round-trips through the persisted encoding.

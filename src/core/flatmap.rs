@@ -5,12 +5,17 @@
 //! entries in key order, each `varint(key len) varint(value len) key value`.
 //! Replies stream straight out of it; a write builds a new buffer.
 
-use std::collections::BTreeMap;
-
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct FlatMap {
     buf: Box<[u8]>,
     count: u32,
+    /// Sum of key and value lengths (saturating), kept so limits and totals
+    /// need no walk over the entries. Fits in the padding after `count`.
+    payload: u32,
+}
+
+fn payload_of(total: usize) -> u32 {
+    u32::try_from(total).unwrap_or(u32::MAX)
 }
 
 impl std::fmt::Debug for FlatMap {
@@ -62,6 +67,44 @@ fn varint_len(v: usize) -> usize {
     n
 }
 
+fn entry_len(k: &[u8], v: &[u8]) -> usize {
+    varint_len(k.len()) + varint_len(v.len()) + k.len() + v.len()
+}
+
+/// Appends entries, in key order, into a new map's buffer.
+struct Builder {
+    out: Vec<u8>,
+    count: u32,
+    payload: usize,
+}
+
+impl Builder {
+    fn with_capacity(n: usize) -> Self {
+        Builder {
+            out: Vec::with_capacity(n),
+            count: 0,
+            payload: 0,
+        }
+    }
+
+    fn push(&mut self, k: &[u8], v: &[u8]) {
+        put_varint(&mut self.out, k.len());
+        put_varint(&mut self.out, v.len());
+        self.out.extend_from_slice(k);
+        self.out.extend_from_slice(v);
+        self.count = self.count.saturating_add(1);
+        self.payload += k.len() + v.len();
+    }
+
+    fn finish(self) -> FlatMap {
+        FlatMap {
+            buf: self.out.into_boxed_slice(),
+            count: self.count,
+            payload: payload_of(self.payload),
+        }
+    }
+}
+
 /// Iterator over the entries of a [`FlatMap`], in key order.
 pub struct Iter<'a> {
     buf: &'a [u8],
@@ -97,28 +140,26 @@ impl FlatMap {
     where
         I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
     {
-        let sorted: BTreeMap<&[u8], &[u8]> = pairs.into_iter().collect();
-        Self::from_sorted(sorted.into_iter().collect())
+        let mut entries: Vec<(&[u8], &[u8])> = pairs.into_iter().collect();
+        // Stable, so among equal keys the later pair stays last; keep it.
+        entries.sort_by(|a, b| a.0.cmp(b.0));
+        let mut kept: Vec<(&[u8], &[u8])> = Vec::with_capacity(entries.len());
+        for e in entries {
+            match kept.last_mut() {
+                Some(last) if last.0 == e.0 => *last = e,
+                _ => kept.push(e),
+            }
+        }
+        Self::from_sorted(kept)
     }
 
     fn from_sorted(entries: Vec<(&[u8], &[u8])>) -> Self {
-        let size: usize = entries
-            .iter()
-            .map(|(k, v)| varint_len(k.len()) + varint_len(v.len()) + k.len() + v.len())
-            .sum();
-        let mut out = Vec::with_capacity(size);
-        let mut count = 0u32;
+        let size: usize = entries.iter().map(|(k, v)| entry_len(k, v)).sum();
+        let mut b = Builder::with_capacity(size);
         for (k, v) in entries {
-            put_varint(&mut out, k.len());
-            put_varint(&mut out, v.len());
-            out.extend_from_slice(k);
-            out.extend_from_slice(v);
-            count += 1;
+            b.push(k, v);
         }
-        FlatMap {
-            buf: out.into_boxed_slice(),
-            count,
-        }
+        b.finish()
     }
 
     /// Validates an encoded buffer (from RDB, RESTORE or replication):
@@ -126,6 +167,7 @@ impl FlatMap {
     pub fn from_encoded(buf: &[u8]) -> Result<Self, FlatMapError> {
         let mut pos = 0;
         let mut count = 0u32;
+        let mut payload = 0usize;
         let mut prev: Option<&[u8]> = None;
         while pos < buf.len() {
             let klen = get_varint(buf, &mut pos).ok_or(FlatMapError::Truncated)?;
@@ -140,12 +182,14 @@ impl FlatMap {
                 return Err(FlatMapError::Unordered);
             }
             prev = Some(key);
+            payload += klen + vlen;
             pos = vend;
             count = count.checked_add(1).ok_or(FlatMapError::Truncated)?;
         }
         Ok(FlatMap {
             buf: buf.into(),
             count,
+            payload: payload_of(payload),
         })
     }
 
@@ -175,19 +219,52 @@ impl FlatMap {
 
     /// Sum of key and value lengths: what the data limit counts.
     pub fn payload_bytes(&self) -> usize {
-        self.iter().map(|(k, v)| k.len() + v.len()).sum()
+        self.payload as usize
     }
 
-    /// A new map with `set` written over this one and `unset` removed.
+    /// A new map with `set` written over this one and `unset` removed (a
+    /// key both set and unset is set; a later pair in `set` wins). One pass
+    /// over the stored entries merged with the sorted changes.
     pub fn merged(&self, set: &[(&[u8], &[u8])], unset: &[&[u8]]) -> Self {
-        let mut all: BTreeMap<&[u8], &[u8]> = self.iter().collect();
-        for k in unset {
-            all.remove(k);
+        let mut changes: Vec<(&[u8], Option<&[u8]>)> = unset
+            .iter()
+            .map(|k| (*k, None))
+            .chain(set.iter().map(|(k, v)| (*k, Some(*v))))
+            .collect();
+        // Stable: among equal keys the last change stays last, and decides.
+        changes.sort_by(|a, b| a.0.cmp(b.0));
+        changes.reverse();
+        changes.dedup_by(|later, earlier| later.0 == earlier.0);
+        changes.reverse();
+        // Two passes: the first sizes the buffer exactly, so the second
+        // never reallocates (nor does boxing it).
+        let mut size = 0;
+        self.merge_walk(&changes, |k, v| size += entry_len(k, v));
+        let mut b = Builder::with_capacity(size);
+        self.merge_walk(&changes, |k, v| b.push(k, v));
+        b.finish()
+    }
+
+    /// Calls `emit` with every entry of this map merged with `changes`
+    /// (sorted, one per key; `None` removes), in key order.
+    fn merge_walk<'a>(
+        &'a self,
+        changes: &[(&'a [u8], Option<&'a [u8]>)],
+        mut emit: impl FnMut(&[u8], &[u8]),
+    ) {
+        let mut old = self.iter().peekable();
+        for &(key, change) in changes {
+            while let Some((k, v)) = old.next_if(|(k, _)| *k < key) {
+                emit(k, v);
+            }
+            old.next_if(|(k, _)| *k == key);
+            if let Some(v) = change {
+                emit(key, v);
+            }
         }
-        for (k, v) in set {
-            all.insert(k, v);
+        for (k, v) in old {
+            emit(k, v);
         }
-        Self::from_sorted(all.into_iter().collect())
     }
 
     /// Bytes held on the heap, for `MEMORY USAGE`.

@@ -132,7 +132,11 @@ impl Db {
                 self.live.remove(v.tenant);
             }
         }
-        if let Some((id, n)) = v.seal {
+        self.seal_count(v.seal, add);
+    }
+
+    fn seal_count(&mut self, seal: Option<(&[u8], u64)>, add: bool) {
+        if let Some((id, n)) = seal {
             let count = match self.sealed.get_mut(id) {
                 Some(c) => c,
                 None => self.sealed.entry(id.into()).or_default(),
@@ -141,6 +145,23 @@ impl Db {
             if *count == 0 {
                 self.sealed.remove(id);
             }
+        }
+    }
+
+    /// A value changed in place within its tenant: its bytes and sealed
+    /// counts move, the session count stays (one lookup in the usual case).
+    fn move_totals(&mut self, old: &Indexed, new: &Indexed) {
+        match self.live.get_mut(new.tenant) {
+            Some(live) => live.data_bytes = live.data_bytes.saturating_sub(old.data_bytes) + new.data_bytes,
+            None => {
+                self.totals(old, false);
+                self.totals(new, true);
+                return;
+            }
+        }
+        if old.seal != new.seal {
+            self.seal_count(old.seal, false);
+            self.seal_count(new.seal, true);
         }
     }
 }
@@ -203,9 +224,7 @@ impl Index {
         if old.tenant == new.tenant && old.subject == new.subject {
             // Same place in the index (the usual SET/CAS): only the totals move.
             if self.contains(db, key, old) {
-                let d = self.db(db);
-                d.totals(old, false);
-                d.totals(new, true);
+                self.db(db).move_totals(old, new);
             }
         } else if self.remove(db, key, old) {
             self.add(db, key, new);
@@ -215,12 +234,22 @@ impl Index {
     fn contains(&self, db: usize, key: &[u8], v: &Indexed) -> bool {
         let Some(d) = self.dbs.get(db) else { return false };
         if v.subject.is_empty() {
-            d.loose.contains(key)
-        } else {
-            d.groups
-                .get(&group_key(v.tenant, v.subject)[..])
-                .is_some_and(|m| m.contains(key))
+            return d.loose.contains(key);
         }
+        // The group key on the stack: this runs on every SET/CAS.
+        let mut stack = [0u8; 192];
+        let n = v.tenant.len() + 1 + v.subject.len();
+        let heap;
+        let gk: &[u8] = if n <= stack.len() {
+            stack[..v.tenant.len()].copy_from_slice(v.tenant);
+            stack[v.tenant.len()] = b':';
+            stack[v.tenant.len() + 1..n].copy_from_slice(v.subject);
+            &stack[..n]
+        } else {
+            heap = group_key(v.tenant, v.subject);
+            &heap
+        };
+        d.groups.get(gk).is_some_and(|m| m.contains(key))
     }
 
     /// The keys of a subject's sessions in `db`, sorted.

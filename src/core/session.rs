@@ -266,19 +266,20 @@ impl Session {
         limits: &Limits,
     ) -> Result<i64, Error> {
         self.check_version(if_version)?;
-        let meta = if meta_set.is_empty() {
-            self.meta.clone()
-        } else {
-            self.meta.merged(meta_set, &[])
-        };
-        let data = if data_set.is_empty() && unset.is_empty() {
-            self.data.clone()
-        } else {
-            self.data.merged(data_set, unset)
-        };
-        check_limits(&self.subject, &meta, &data, limits)?;
-        self.meta = meta;
-        self.data = data;
+        let meta = (!meta_set.is_empty()).then(|| self.meta.merged(meta_set, &[]));
+        let data = (!(data_set.is_empty() && unset.is_empty())).then(|| self.data.merged(data_set, unset));
+        check_limits(
+            &self.subject,
+            meta.as_ref().unwrap_or(&self.meta),
+            data.as_ref().unwrap_or(&self.data),
+            limits,
+        )?;
+        if let Some(meta) = meta {
+            self.meta = meta;
+        }
+        if let Some(data) = data {
+            self.data = data;
+        }
         self.bump_version();
         Ok(self.version)
     }

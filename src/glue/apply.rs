@@ -42,10 +42,17 @@ pub fn indexed<'a>(tenant: &'a [u8], s: &'a Session) -> Option<Indexed<'a>> {
     }
     // Plaintext values count under the empty id: they go out under
     // whichever key is active when they are written out.
-    let seal = match s.data.iter().next() {
-        None => None,
-        Some(_) if !s.flags.contains(Flags::SEALED) => Some((&b""[..], s.data.len() as u64)),
-        Some((_, v)) => seal::key_id(v).map(|id| (id, s.data.len() as u64)),
+    let n = s.data.len() as u64;
+    let seal = if s.data.is_empty() {
+        None
+    } else if !s.flags.contains(Flags::SEALED) {
+        Some((&b""[..], n))
+    } else {
+        s.data
+            .iter()
+            .next()
+            .and_then(|(_, v)| seal::key_id(v))
+            .map(|id| (id, n))
     };
     Some(Indexed {
         tenant,
@@ -55,9 +62,11 @@ pub fn indexed<'a>(tenant: &'a [u8], s: &'a Session) -> Option<Indexed<'a>> {
     })
 }
 
-/// Owned copy of [`Indexed`], taken before a value changes in place.
+/// What [`Indexed`] said of a value before it changed in place. No write
+/// in place changes the subject, so it is read from the value afterwards;
+/// the key id is copied only for a value held sealed (plaintext: empty, no
+/// allocation).
 pub struct Before {
-    subject: Vec<u8>,
     data_bytes: u64,
     seal: Option<(Vec<u8>, u64)>,
 }
@@ -66,16 +75,15 @@ impl Before {
     pub fn of(s: &Session) -> Option<Before> {
         let i = indexed(b"", s)?;
         Some(Before {
-            subject: i.subject.to_vec(),
             data_bytes: i.data_bytes,
             seal: i.seal.map(|(id, n)| (id.to_vec(), n)),
         })
     }
 
-    fn view<'a>(&'a self, tenant: &'a [u8]) -> Indexed<'a> {
+    fn view<'a>(&'a self, tenant: &'a [u8], subject: &'a [u8]) -> Indexed<'a> {
         Indexed {
             tenant,
-            subject: &self.subject,
+            subject,
             data_bytes: self.data_bytes,
             seal: self.seal.as_ref().map(|(id, n)| (&id[..], *n)),
         }
@@ -101,7 +109,7 @@ pub fn commit(ctx: Ctx, key: &Key, name: RStr, tenant: &[u8], s: &Session, w: Wr
     let db = ctx.db();
     let name = super::rm::bytes(name);
     state::with(|st| {
-        let old = before.as_ref().map(|b| b.view(tenant));
+        let old = before.as_ref().map(|b| b.view(tenant, &s.subject));
         match (old, indexed(tenant, s)) {
             (Some(old), Some(new)) => st.index.update(db, name, &old, &new),
             (Some(old), None) => {
