@@ -67,6 +67,24 @@ fn varint_len(v: usize) -> usize {
     n
 }
 
+/// Prefetches up to `lines` 64-byte cache lines of `bytes` (a hint: no
+/// effect on results, nothing on other architectures).
+#[inline]
+pub fn prefetch(bytes: &[u8], lines: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for off in (0..bytes.len()).step_by(64).take(lines) {
+        // SAFETY: a prefetch never faults and reads nothing into the
+        // program; the address is inside `bytes` anyway.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                bytes.as_ptr().add(off).cast::<i8>(),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (bytes, lines);
+}
+
 fn entry_len(k: &[u8], v: &[u8]) -> usize {
     varint_len(k.len()) + varint_len(v.len()) + k.len() + v.len()
 }
@@ -211,6 +229,13 @@ impl FlatMap {
             buf: &self.buf,
             pos: 0,
         }
+    }
+
+    /// Asks the CPU to start loading the first cache lines of the map, so a
+    /// read that first does other work (the reply's header) finds them there.
+    #[inline]
+    pub fn prefetch(&self) {
+        prefetch(&self.buf, 4);
     }
 
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {

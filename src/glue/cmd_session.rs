@@ -173,6 +173,13 @@ pub fn get(ctx: Ctx, args: Args) -> CmdResult {
         return found.map(|_| ctx.reply_null());
     };
     let view = view.unwrap_or(DataView::All);
+    // Three separate allocations are read below; start loading all of them
+    // now instead of waiting for each in turn.
+    crate::core::flatmap::prefetch(&s.subject, 1);
+    s.meta.prefetch();
+    if !matches!(view, DataView::None) {
+        s.data.prefetch();
+    }
     // Sealed data is opened before anything changes, so a value that fails
     // to open leaves the session untouched.
     let opened = match view {
