@@ -627,6 +627,49 @@ def test_restart_from_rdb(make_server):
     assert st["created"] == 0 and st["revocations"] == 0  # counters start from zero
 
 
+def test_restart_discards_sessions_expired_while_down(make_server):
+    """An RDB load indexes each value as it reads it; a primary then drops
+    keys whose expiry passed while it was down. Those must not stay in the
+    index (the module falls back to a scan when a loaded value is freed)."""
+    srv = make_server()
+    book = Book(srv)
+    make_mixed(book)
+    short = [book.create(subject=s, data=("f", "x"), idle=300, grace=0) for s in ("u0", "u1", "")]
+    assert cmd(book.r(), "SAVE") in ("OK", True)
+    srv.stop()
+    import time
+    time.sleep(0.6)
+    srv.start()
+    book.clients = {}
+    assert cmd(book.r(), "EXISTS", *short) == 0, "the expired sessions were dropped at load"
+    book.forget(*short)
+    book.check(dbs=(0, 1, 2))
+
+
+def test_debug_reload_after_expiry_and_aof_load(make_server):
+    """DEBUG RELOAD while sessions expired (dropped on load) and a restart
+    that loads the AOF (indexed by a scan: the AOF moves keys around)."""
+    srv = make_server(config={"appendonly": "yes", "aof-use-rdb-preamble": "no"})
+    book = Book(srv)
+    make_mixed(book)
+    r = book.r()
+    a = book.create(subject="mover", data=("f", "1"))
+    b = new_key("acme")
+    assert cmd(r, "RENAME", a, b) in ("OK", True)
+    book.move(a, b)
+    short = book.create(subject="u2", idle=200, grace=0)
+    cmd(r, "DEBUG", "SET-ACTIVE-EXPIRE", 0)
+    import time
+    time.sleep(0.4)
+    assert cmd(r, "DEBUG", "RELOAD") in ("OK", True)
+    assert cmd(r, "EXISTS", short) == 0
+    book.forget(short)
+    book.check(dbs=(0, 1, 2))
+    srv.restart()
+    book.clients = {}
+    book.check(dbs=(0, 1, 2))
+
+
 def test_replica_full_resync(make_pair):
     primary, replica = make_pair(link=False)
     bp = Book(primary)

@@ -308,6 +308,11 @@ impl Index {
         out
     }
 
+    /// No live session in any database.
+    pub fn is_empty(&self) -> bool {
+        self.dbs.iter().all(|d| d.loose.is_empty() && d.groups.is_empty())
+    }
+
     pub fn clear_db(&mut self, db: usize) {
         if let Some(d) = self.dbs.get_mut(db) {
             *d = Db::default();

@@ -9,8 +9,9 @@ use redis_module::raw;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::apply;
 use super::guard::guarded;
-use super::rm::api;
+use super::rm::{api, Ctx};
 use super::{sealing, state};
 use crate::core::session::Session;
 use crate::core::{encoding, tenants};
@@ -78,6 +79,7 @@ extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_vo
             Ok(mut s) => {
                 if let Some(name) = io_key_name(rdb) {
                     sealing::open_on_arrival(&mut s, name);
+                    index_loaded(rdb, name, &s);
                 }
                 Box::into_raw(Box::new(s)).cast::<c_void>()
             }
@@ -91,6 +93,21 @@ extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_vo
             }
         }
     })
+}
+
+/// While an RDB loads into an empty index, each value goes into the index
+/// as it is read (see `events::on_loading`); RESTORE and other loads of
+/// single values are indexed by their keyspace events instead.
+fn index_loaded(rdb: *mut raw::RedisModuleIO, name: &[u8], s: &Session) {
+    let Some(tenant) = apply::tenant_of(Ctx(std::ptr::null_mut()), name) else {
+        return;
+    };
+    let db = unsafe { api!(RedisModule_GetDbIdFromIO)(rdb) }.max(0) as usize;
+    state::with(|st| {
+        if let (true, Some(v)) = (st.loading && st.index_while_loading, apply::indexed(tenant, s)) {
+            st.index.add(db, name, &v);
+        }
+    });
 }
 
 /// The name of the key an RDB callback is saving or loading (Redis passes
@@ -268,6 +285,9 @@ extern "C" fn copy(
 extern "C" fn free(v: *mut c_void) {
     guarded((), || {
         if !v.is_null() {
+            if state::LOADING.load(std::sync::atomic::Ordering::Relaxed) {
+                state::FREED_WHILE_LOADING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             // SAFETY: the pointer came from Box::into_raw in this module.
             drop(unsafe { Box::from_raw(v.cast::<Session>()) });
         }

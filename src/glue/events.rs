@@ -4,6 +4,7 @@
 //! flush, swapdb and loading (server events).
 
 use std::os::raw::{c_char, c_int, c_void};
+use std::sync::atomic::Ordering;
 
 use redis_module::raw;
 
@@ -124,21 +125,36 @@ unsafe extern "C" fn on_loading(
             raw::REDISMODULE_SUBEVENT_LOADING_RDB_START
             | raw::REDISMODULE_SUBEVENT_LOADING_AOF_START
             | raw::REDISMODULE_SUBEVENT_LOADING_REPL_START => state::with(|st| {
+                // An RDB loaded into a keyspace without live sessions:
+                // rdb_load indexes each value as it reads it, no scan after.
+                // (An AOF runs commands that move and replace keys; it is
+                // indexed by a scan at the end.)
+                st.index_while_loading =
+                    st.index.is_empty() && sub != raw::REDISMODULE_SUBEVENT_LOADING_AOF_START;
                 st.loading = true;
                 st.index.clear();
                 st.last_unlinked = None;
+                state::FREED_WHILE_LOADING.store(0, Ordering::SeqCst);
+                state::LOADING.store(true, Ordering::SeqCst);
             }),
             raw::REDISMODULE_SUBEVENT_LOADING_ENDED | raw::REDISMODULE_SUBEVENT_LOADING_FAILED => {
-                state::with(|st| st.loading = false);
-                rebuild_index(ctx);
+                state::LOADING.store(false, Ordering::SeqCst);
+                let exact = state::with(|st| {
+                    st.loading = false;
+                    std::mem::take(&mut st.index_while_loading)
+                }) && sub == raw::REDISMODULE_SUBEVENT_LOADING_ENDED
+                    && state::FREED_WHILE_LOADING.load(Ordering::SeqCst) == 0;
+                if !exact {
+                    rebuild_index(ctx);
+                }
             }
             _ => {}
         }
     })
 }
 
-/// Rebuilds the index from the keyspace, once, after Redis loaded an RDB
-/// or AOF (values loaded from a file carry no key name until then).
+/// Rebuilds the index from the keyspace, once, after a load that could not
+/// index as it went (see `on_loading`).
 fn rebuild_index(ctx: Ctx) {
     let original = ctx.db();
     state::with(|st| st.index.clear());

@@ -40,6 +40,7 @@ pub fn check_api() -> Result<(), &'static str> {
     need!(
         RedisModule_Milliseconds,
         RedisModule_GetKeyNameFromIO,
+        RedisModule_GetDbIdFromIO,
         RedisModule_StringPtrLen,
         RedisModule_OpenKey,
         RedisModule_CloseKey,

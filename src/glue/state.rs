@@ -17,9 +17,20 @@ pub struct State {
     pub last_unlinked: Option<(usize, Vec<u8>, Vec<u8>)>,
     /// Keys for sealing data at rest (module option `keyfile`).
     pub keyring: Option<crate::core::seal::Keyring>,
-    /// Set while Redis loads an RDB or AOF; the index is rebuilt at the end.
+    /// Set while Redis loads an RDB or AOF.
     pub loading: bool,
+    /// Whether this load indexes values as `rdb_load` reads them (the index
+    /// was empty when it started); otherwise it is rebuilt at the end.
+    pub index_while_loading: bool,
 }
+
+/// Session values freed while a load runs. `free` may run on a lazy-free
+/// thread, so this is an atomic, not part of [`State`]. Any such free means
+/// a loaded value may have been dropped after `rdb_load` indexed it (an
+/// expired key discarded, a key replaced), so the index is rebuilt.
+pub static FREED_WHILE_LOADING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Mirror of [`State::loading`] readable from any thread.
+pub static LOADING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// State only ever touched from Redis's main thread (commands, keyspace and
 /// server events, type callbacks other than `free`), or from the forked
