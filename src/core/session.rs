@@ -8,7 +8,9 @@ bitflags::bitflags! {
     pub struct Flags: u32 {
         /// Data dropped; reads answer `REVOKED <reason>` until `revoked_until`.
         const REVOKED = 1;
-        /// Data values are sealed (`core::seal`).
+        /// Data values are sealed (`core::seal`). In the persisted form:
+        /// sealed on the way out. In memory: a value that arrived sealed
+        /// under a key this server could not open it with.
         const SEALED = 2;
     }
 }
