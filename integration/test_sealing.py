@@ -627,9 +627,13 @@ def test_aof_holds_no_plaintext(make_server, keyfile, preamble, sealed):
         assert any(prefix("k1") in b for b in base), "the rewritten base holds no sealed value"
         assert_no_key_material(keyfile, arte)
 
-    # 3) a restart from the AOF gives the plaintext back
+    # 3) a restart from the AOF gives the plaintext back: the same digest
+    # (it is over the plaintext) and the same counts
+    digest, counts = srv.digest(), sealed_counts(srv)
     srv.restart()
     check_read_back(srv.client(decode=False), keys + keys2, markers + markers2)
+    assert srv.digest() == digest
+    assert sealed_counts(srv) == counts
 
 
 @pytest.mark.parametrize("sealed", [True, False], ids=["sealed", "control-plain"])
@@ -697,6 +701,13 @@ def test_replica_with_same_keyfile(make_pair, keyfile):
     assert_markers(arte, all_markers, True)
     assert_no_key_material(keyfile, arte)
     assert any(prefix("k1") in b for b in arte.values())
+
+    # restarted from its own AOF (sealed SESSION.APPLY commands), the
+    # replica holds the primary's plaintext: same digest
+    digest = primary.digest()
+    replica.restart()
+    rr = replica.client(decode=False)
+    assert replica.digest() == digest
 
     # promoted, the replica opens everything with its (same) key file
     cmd(rr, "REPLICAOF", "NO", "ONE")
