@@ -186,7 +186,7 @@ def keyring_list(srv):
 
 
 def prefix(kid):
-    return b"\x01" + bytes([len(kid)]) + kid.encode()
+    return b"\x02" + bytes([len(kid)]) + kid.encode()
 
 
 def segments(blob, kid):
@@ -808,12 +808,13 @@ def test_rotation_with_reload(make_server, keyfile, keys):
     assert sealed_counts(srv) == {"k1": 1, "k2": 4}, "values held under a missing key are counted under it"
     assert segments(dump(r, s4), "k1"), "a value that cannot be opened goes out as it came"
 
-    # k3 active, k1 back: s4 opens again; a write takes it into plaintext
+    # k3 active, k1 back: the reload opens s4, which is then held like any
+    # other session (and digests like one loaded afresh)
     keyfile.write([("k3", keys["k3"]), ("k2", keys["k2"]), ("k1", keys["k1"])])
     assert cmd(r, "SESSION.KEYRING", "RELOAD") == b"OK"
     assert keyring_list(srv) == [("k3", "active"), ("k2", "available"), ("k1", "available")]
+    assert sealed_counts(srv) == {"k3": 5}
     assert data_of(r, s4) == {b"f": b"F1"}
-    assert sealed_counts(srv) == {"k1": 1, "k3": 4}
     cmd(r, "SESSION.SET", s4, "DATA", "g", "G1")
     assert sealed_counts(srv) == {"k3": 6}
     assert info_session(srv)["session_keyring_active"] == "k3"
@@ -1069,6 +1070,75 @@ def test_restart_without_keyfile_refuses_sealed_data(make_server, keyfile, tmp_p
     srv.module_args["keyfile"] = str(keyfile.path)
     srv.start()
     check_read_back(srv.client(decode=False), ks, ms)
+
+
+def test_keyring_reload_opens_sessions_held_sealed(make_server, keyfile, tmp_path, keys):
+    """Sessions loaded without their key stay sealed; a KEYRING RELOAD that
+    brings the key opens them in place, so the server digests like one that
+    loads the same RDB with the key (and the index counts follow)."""
+    srv = sealed_server(make_server, keyfile)
+    r = srv.client(decode=False)
+    ks, ms = write_markers(r)
+    r.save()
+    fresh_digest = srv.digest()
+
+    other = KeyFile(tmp_path / "other.keys", [("k2", keys["k2"])])
+    srv.stop()
+    srv.module_args["keyfile"] = str(other.path)
+    srv.start()
+    r = srv.client(decode=False)
+    assert sealed_counts(srv) == {"k1": MARKER_VALUES}
+    assert srv.digest() != fresh_digest, "held sealed: digested as sealed bytes"
+    other.write([("k2", keys["k2"]), ("k1", keys["k1"])])
+    assert cmd(r, "SESSION.KEYRING", "RELOAD") == b"OK"
+    assert sealed_counts(srv) == {"k2": MARKER_VALUES}
+    assert srv.digest() == fresh_digest
+    check_read_back(r, ks, ms)
+    assert b"could now be opened" in srv.logfile.read_bytes()
+
+
+def test_apply_payload_in_plaintext_goes_into_the_aof_sealed(make_server, keyfile):
+    """SESSION.APPLY is passed on in the form this server writes out: a
+    plaintext payload (from a primary without a key file, or any client)
+    reaches a sealed server's AOF sealed."""
+    plain = plain_server(make_server, name="plain", config={"appendonly": "yes", "aof-use-rdb-preamble": "no"})
+    plain.wait_aof_rewrite_done()
+    rp = plain.client(decode=False)
+    k = f"sess:acme:{new_sid()}"
+    m = marker("apply")
+    cmd(rp, "SESSION.CREATE", k, "DATA", "cart", m)
+    applies = [c for name, b in aof_files(plain).items() if name.endswith(".incr.aof")
+               for c in parse_resp_commands(b) if c[0].upper() == b"SESSION.APPLY"]
+    assert applies and m in applies[-1][2], "the plain server's AOF holds the plaintext APPLY"
+    payload = applies[-1][2]
+
+    srv = sealed_server(make_server, keyfile, config={"appendonly": "yes", "aof-use-rdb-preamble": "no"})
+    srv.wait_aof_rewrite_done()
+    r = srv.client(decode=False)
+    assert cmd(r, "SESSION.APPLY", k, payload) == b"OK"
+    assert cmd(r, "SESSION.APPLY", k, payload, "NOEXPIRE") == b"OK"
+    assert data_of(r, k) == {b"cart": m}
+    arte = aof_files(srv)
+    assert_markers(arte, [m], True)
+    assert any(prefix("k1") in b for b in arte.values())
+    digest = srv.digest()
+    srv.restart()
+    assert data_of(srv.client(decode=False), k) == {b"cart": m}
+    assert srv.digest() == digest
+
+
+def test_seals_do_not_depend_on_the_key_prefix(make_server, keyfile):
+    """Seals bind the whole key name, not the parts the configured prefix
+    yields: an RDB written while key-prefix was changed loads and opens."""
+    srv = sealed_server(make_server, keyfile)
+    r = srv.client(decode=False)
+    ks, ms = write_markers(r)
+    assert cmd(r, "CONFIG", "SET", "session.key-prefix", "app:") == b"OK"
+    r.save()
+    assert cmd(r, "CONFIG", "SET", "session.key-prefix", "sess:") == b"OK"
+    assert cmd(r, "DEBUG", "RELOAD", "NOSAVE") == b"OK"
+    check_read_back(r, ks, ms)
+    assert sealed_counts(srv) == {"k1": MARKER_VALUES}
 
 
 def test_crash_report_holds_no_key_material(make_server, keyfile):

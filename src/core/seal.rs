@@ -1,8 +1,11 @@
 //! Sealing data values at rest with XChaCha20-Poly1305 (SPEC §7).
 //!
-//! A sealed value is `1 | id_len | id | nonce(24) | ciphertext+tag`. The
-//! associated data binds tenant, sid and field name, so a value moved to
-//! another field, session or tenant fails to open. Key bytes live only in
+//! A sealed value is `2 | id_len | id | nonce(24) | ciphertext+tag`. The
+//! associated data binds the session's key name (which holds its tenant and
+//! sid) and the field name, each length-prefixed, so a value moved to
+//! another field, session or tenant fails to open. Binding the whole name
+//! rather than the parts the configured prefix yields keeps a value
+//! openable whatever `key-prefix` says when it is loaded. Key bytes live only in
 //! the ciphers, which wipe them on drop; nothing here formats them.
 
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
@@ -11,7 +14,9 @@ use zeroize::Zeroizing;
 
 use super::flatmap::FlatMap;
 
-const FORMAT: u8 = 1;
+/// Format 1 (before this one) bound tenant and sid with one-byte lengths,
+/// which two long names outside the key grammar could share; it is refused.
+const FORMAT: u8 = 2;
 const NONCE_LEN: usize = 24;
 pub const ID_MAX: usize = 32;
 
@@ -57,13 +62,25 @@ fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// The associated data of one value: tenant, sid and field, length-prefixed.
-fn associated_data(tenant: &[u8], sid: &[u8], field: &[u8]) -> Vec<u8> {
-    let mut ad = Vec::with_capacity(4 + tenant.len() + sid.len() + field.len());
-    ad.push(tenant.len() as u8);
-    ad.extend_from_slice(tenant);
-    ad.push(sid.len() as u8);
-    ad.extend_from_slice(sid);
+const AD_LABEL: &[u8] = b"redis-session seal v2\0";
+
+fn put_len(out: &mut Vec<u8>, mut n: usize) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// The associated data of one value: a label, then the key name and the
+/// field, each with its length (a varint), so no two (name, field) pairs
+/// share it.
+fn associated_data(name: &[u8], field: &[u8]) -> Vec<u8> {
+    let mut ad = Vec::with_capacity(AD_LABEL.len() + 10 + name.len() + field.len());
+    ad.extend_from_slice(AD_LABEL);
+    put_len(&mut ad, name.len());
+    ad.extend_from_slice(name);
+    put_len(&mut ad, field.len());
     ad.extend_from_slice(field);
     ad
 }
@@ -72,7 +89,7 @@ fn associated_data(tenant: &[u8], sid: &[u8], field: &[u8]) -> Vec<u8> {
 pub fn key_id(sealed: &[u8]) -> Option<&[u8]> {
     let (&format, rest) = sealed.split_first()?;
     let (&n, rest) = rest.split_first()?;
-    if format != FORMAT {
+    if format != FORMAT || n == 0 {
         return None;
     }
     rest.get(..n as usize)
@@ -123,12 +140,13 @@ impl Keyring {
         self.keys.iter().map(|(id, _)| &id[..])
     }
 
-    pub fn seal(&self, tenant: &[u8], sid: &[u8], field: &[u8], plain: &[u8]) -> Vec<u8> {
+    /// Seals `plain` as field `field` of the session at key `name`.
+    pub fn seal(&self, name: &[u8], field: &[u8], plain: &[u8]) -> Vec<u8> {
         let Some((id, cipher)) = self.keys.first() else {
             return plain.to_vec();
         };
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
-        let ad = associated_data(tenant, sid, field);
+        let ad = associated_data(name, field);
         let ct = cipher
             .encrypt(&nonce, Payload { msg: plain, aad: &ad })
             .unwrap_or_default();
@@ -141,7 +159,7 @@ impl Keyring {
         out
     }
 
-    pub fn open(&self, tenant: &[u8], sid: &[u8], field: &[u8], sealed: &[u8]) -> Result<Vec<u8>, SealError> {
+    pub fn open(&self, name: &[u8], field: &[u8], sealed: &[u8]) -> Result<Vec<u8>, SealError> {
         let id = key_id(sealed).ok_or(SealError::Authentication)?;
         let cipher = self
             .keys
@@ -154,33 +172,25 @@ impl Keyring {
             return Err(SealError::Authentication);
         }
         let (nonce, ct) = body.split_at(NONCE_LEN);
-        let ad = associated_data(tenant, sid, field);
+        let ad = associated_data(name, field);
         cipher
             .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &ad })
             .map_err(|_| SealError::Authentication)
     }
 
     /// Seals every value of `map` under the active key.
-    pub fn seal_map(&self, tenant: &[u8], sid: &[u8], map: &FlatMap) -> FlatMap {
-        let sealed: Vec<(&[u8], Vec<u8>)> = map
-            .iter()
-            .map(|(k, v)| (k, self.seal(tenant, sid, k, v)))
-            .collect();
+    pub fn seal_map(&self, name: &[u8], map: &FlatMap) -> FlatMap {
+        let sealed: Vec<(&[u8], Vec<u8>)> = map.iter().map(|(k, v)| (k, self.seal(name, k, v))).collect();
         FlatMap::from_pairs(sealed.iter().map(|(k, v)| (*k, &v[..])))
     }
 }
 
 /// Opens every value of a sealed map.
-pub fn open_map(
-    ring: Option<&Keyring>,
-    tenant: &[u8],
-    sid: &[u8],
-    map: &FlatMap,
-) -> Result<FlatMap, SealError> {
+pub fn open_map(ring: Option<&Keyring>, name: &[u8], map: &FlatMap) -> Result<FlatMap, SealError> {
     let ring = ring.ok_or(SealError::NoKeyring)?;
     let opened = map
         .iter()
-        .map(|(k, v)| ring.open(tenant, sid, k, v).map(|p| (k, p)))
+        .map(|(k, v)| ring.open(name, k, v).map(|p| (k, p)))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(FlatMap::from_pairs(opened.iter().map(|(k, v)| (*k, &v[..]))))
 }
@@ -195,46 +205,68 @@ mod tests {
     fn seals_and_opens_with_binding() {
         let ring = Keyring::parse(FILE).unwrap();
         assert_eq!(ring.active_id(), b"k2");
-        let s = ring.seal(b"acme", b"sid1", b"cart", b"secret");
+        let s = ring.seal(b"sess:acme:sid1", b"cart", b"secret");
         assert_eq!(key_id(&s), Some(&b"k2"[..]));
         assert!(!s.windows(6).any(|w| w == b"secret"));
-        assert_eq!(ring.open(b"acme", b"sid1", b"cart", &s).unwrap(), b"secret");
+        assert_eq!(ring.open(b"sess:acme:sid1", b"cart", &s).unwrap(), b"secret");
         assert_eq!(
-            ring.open(b"acme", b"sid1", b"other", &s),
+            ring.open(b"sess:acme:sid1", b"other", &s),
             Err(SealError::Authentication)
         );
         assert_eq!(
-            ring.open(b"acme", b"sid2", b"cart", &s),
+            ring.open(b"sess:acme:sid2", b"cart", &s),
             Err(SealError::Authentication)
         );
         assert_eq!(
-            ring.open(b"evil", b"sid1", b"cart", &s),
+            ring.open(b"sess:evil:sid1", b"cart", &s),
             Err(SealError::Authentication)
         );
         let mut t = s.clone();
         let last = t.len() - 1;
         t[last] ^= 1;
         assert_eq!(
-            ring.open(b"acme", b"sid1", b"cart", &t),
+            ring.open(b"sess:acme:sid1", b"cart", &t),
             Err(SealError::Authentication)
         );
         assert_ne!(
-            ring.seal(b"acme", b"sid1", b"cart", b"secret"),
+            ring.seal(b"sess:acme:sid1", b"cart", b"secret"),
             s,
             "nonces are fresh"
         );
+    }
+
+    /// The field and the name are each length-prefixed: moving bytes from
+    /// the end of a (long) name to the front of the field changes the AD.
+    #[test]
+    fn binding_is_unambiguous() {
+        let ring = Keyring::parse(FILE).unwrap();
+        let long = vec![b'n'; 300];
+        let s = ring.seal(&long, b"xf", b"v");
+        let mut shorter = long.clone();
+        shorter.truncate(256);
+        let field = [&long[256..], &b"xf"[..]].concat();
+        assert_eq!(ring.open(&shorter, &field, &s), Err(SealError::Authentication));
+        assert_eq!(ring.open(&long, b"xf", &s).unwrap(), b"v");
+        // a value naming an empty key id is not a sealed value
+        let mut t = s.clone();
+        t[1] = 0;
+        assert_eq!(key_id(&t), None);
+        // format 1 is refused
+        let mut f1 = s.clone();
+        f1[0] = 1;
+        assert_eq!(ring.open(&long, b"xf", &f1), Err(SealError::Authentication));
     }
 
     #[test]
     fn rotation_keeps_old_values_readable() {
         let old =
             Keyring::parse("k1:ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100").unwrap();
-        let s = old.seal(b"t", b"s", b"f", b"v");
+        let s = old.seal(b"t:s", b"f", b"v");
         let ring = Keyring::parse(FILE).unwrap();
-        assert_eq!(ring.open(b"t", b"s", b"f", &s).unwrap(), b"v");
+        assert_eq!(ring.open(b"t:s", b"f", &s).unwrap(), b"v");
         let only_new = Keyring::parse(FILE.lines().next().unwrap()).unwrap();
         assert_eq!(
-            only_new.open(b"t", b"s", b"f", &s),
+            only_new.open(b"t:s", b"f", &s),
             Err(SealError::UnknownKey("k1".into()))
         );
     }
@@ -259,8 +291,8 @@ mod tests {
     fn maps_round_trip() {
         let ring = Keyring::parse(FILE).unwrap();
         let m = FlatMap::from_pairs([(&b"a"[..], &b"1"[..]), (b"b", b"")]);
-        let sealed = ring.seal_map(b"t", b"s", &m);
-        assert_eq!(open_map(Some(&ring), b"t", b"s", &sealed).unwrap(), m);
-        assert_eq!(open_map(None, b"t", b"s", &sealed), Err(SealError::NoKeyring));
+        let sealed = ring.seal_map(b"t:s", &m);
+        assert_eq!(open_map(Some(&ring), b"t:s", &sealed).unwrap(), m);
+        assert_eq!(open_map(None, b"t:s", &sealed), Err(SealError::NoKeyring));
     }
 }

@@ -7,7 +7,7 @@ use std::ffi::CStr;
 
 use super::rm::{Ctx, Key, RStr};
 use super::{config, sealing, state};
-use crate::core::index::Indexed;
+use crate::core::index::{Index, Indexed};
 use crate::core::keys;
 use crate::core::seal;
 use crate::core::session::{Flags, Session};
@@ -109,23 +109,38 @@ pub fn commit(ctx: Ctx, key: &Key, name: RStr, tenant: &[u8], s: &Session, w: Wr
     let db = ctx.db();
     let name = super::rm::bytes(name);
     state::with(|st| {
-        let old = before.as_ref().map(|b| b.view(tenant, &s.subject));
-        match (old, indexed(tenant, s)) {
-            (Some(old), Some(new)) => st.index.update(db, name, &old, &new),
-            (Some(old), None) => {
-                st.index.remove(db, name, &old);
-            }
-            (None, Some(new)) => {
-                st.index.add(db, name, &new);
-            }
-            (None, None) => {}
-        }
+        reindex(&mut st.index, db, name, tenant, before.as_ref(), s);
         match w {
             Write::Create => st.stats.bump(tenant, Counter::Created, true),
             Write::Revoke => st.stats.bump(tenant, Counter::Revocations, true),
             _ => {}
         }
     });
+}
+
+/// Moves the index entry of `name` from what `before` said to what `s` is.
+fn reindex(index: &mut Index, db: usize, name: &[u8], tenant: &[u8], before: Option<&Before>, s: &Session) {
+    let old = before.map(|b| b.view(tenant, &s.subject));
+    match (old, indexed(tenant, s)) {
+        (Some(old), Some(new)) => index.update(db, name, &old, &new),
+        (Some(old), None) => {
+            index.remove(db, name, &old);
+        }
+        (None, Some(new)) => {
+            index.add(db, name, &new);
+        }
+        (None, None) => {}
+    }
+}
+
+/// A value changed in place without a write (its data opened after a
+/// `KEYRING RELOAD`): the index follows, nothing is propagated.
+pub fn reindex_in_place(ctx: Ctx, name: &[u8], before: Option<Before>, s: &Session) {
+    let Some(tenant) = tenant_of(ctx, name) else {
+        return;
+    };
+    let db = ctx.db();
+    state::with(|st| reindex(&mut st.index, db, name, tenant, before.as_ref(), s));
 }
 
 /// The tenant of a key under the configured prefix.

@@ -34,10 +34,19 @@ pub fn apply(ctx: Ctx, args: Args) -> CmdResult {
     }
     if let Slot::Session(s) = key.slot() {
         index_value(ctx, args.get(1), s);
+        // Passed on (to this server's AOF) in the form this server writes
+        // out: a plaintext payload sent to a server with a key file goes
+        // into its AOF sealed, never as it came.
+        sealing::with_outgoing(s, args.get(1), |v| {
+            if set_expire {
+                ctx.replicate_apply(args.raw(1), v)
+            } else {
+                ctx.replicate_apply_noexpire(args.raw(1), v)
+            }
+        });
     }
     ctx.signal_modified(args.raw(1));
     ctx.notify(c"session.apply", args.raw(1));
-    ctx.replicate_verbatim();
     ctx.reply_simple(c"OK");
     Ok(())
 }

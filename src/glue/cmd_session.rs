@@ -184,7 +184,7 @@ pub fn get(ctx: Ctx, args: Args) -> CmdResult {
     // to open leaves the session untouched.
     let opened = match view {
         DataView::None => None,
-        _ if s.flags.contains(Flags::SEALED) => Some(sealing::open_data(s, &k)?.into_owned()),
+        _ if s.flags.contains(Flags::SEALED) => Some(sealing::open_data(s, args.get(1))?.into_owned()),
         _ => None,
     };
     let renewal = touch.then(|| s.renew(now, None, config::touch_resolution()));
@@ -351,7 +351,7 @@ fn write_data(
         return Ok(());
     };
     let before = Before::of(s);
-    let stored = sealing::unseal_for_write(s, k)?;
+    let stored = sealing::unseal_for_write(s, args.get(1))?;
     match f(s, &tenant_limits(k.tenant)) {
         Ok(version) => {
             commit(ctx, &key, args.raw(1), k.tenant, s, Write::Set, before);

@@ -295,6 +295,21 @@ impl Ctx {
         };
     }
 
+    /// Propagates `SESSION.APPLY key payload NOEXPIRE`.
+    pub fn replicate_apply_noexpire(self, key: RStr, payload: &[u8]) {
+        unsafe {
+            api!(RedisModule_Replicate)(
+                self.0,
+                c"SESSION.APPLY".as_ptr(),
+                c"sbc".as_ptr(),
+                key,
+                payload.as_ptr().cast::<c_char>(),
+                payload.len(),
+                c"NOEXPIRE".as_ptr(),
+            )
+        };
+    }
+
     /// Propagates `SESSION.APPLYRENEW key last_access idle version`.
     pub fn replicate_renew(self, key: RStr, s: &Session) {
         unsafe {

@@ -11,10 +11,9 @@ use std::os::unix::fs::PermissionsExt;
 use zeroize::Zeroizing;
 
 use super::guard::CmdError;
-use super::{config, state};
+use super::state;
 use crate::core::encoding;
 use crate::core::flatmap::FlatMap;
-use crate::core::keys::{self, SessionKey};
 use crate::core::seal::{open_map, Keyring};
 use crate::core::session::{Flags, Session};
 
@@ -34,16 +33,6 @@ pub fn load_keyfile(path: &str) -> Result<Keyring, String> {
     Keyring::parse(&text).map_err(|e| format!("key file {path}: {e}"))
 }
 
-/// The (tenant, sid) a session's sealed values are bound to: those of its
-/// key name under the configured prefix. A name outside the key grammar (a
-/// session RENAMEd to one) binds as a whole, so it still seals and opens.
-fn with_binding<T>(name: &[u8], f: impl FnOnce(&[u8], &[u8]) -> T) -> T {
-    config::with_prefix(std::ptr::null_mut(), |p| match keys::parse(name, p) {
-        Some(k) => f(k.tenant, k.sid),
-        None => f(b"", name),
-    })
-}
-
 /// A session that arrived sealed (RDB load, RESTORE, MIGRATE, APPLY from the
 /// primary or the AOF) is opened once, here, and held in plaintext from then
 /// on. One that cannot be opened (no key file, unknown key id, failed
@@ -57,8 +46,7 @@ pub fn open_on_arrival(s: &mut Session, name: &[u8]) {
         s.flags -= Flags::SEALED;
         return;
     }
-    let opened =
-        state::with(|st| with_binding(name, |t, sid| open_map(st.keyring.as_ref(), t, sid, &s.data)));
+    let opened = state::with(|st| open_map(st.keyring.as_ref(), name, &s.data));
     if let Ok(plain) = opened {
         s.data = plain;
         s.flags -= Flags::SEALED;
@@ -78,7 +66,7 @@ pub fn with_outgoing<T>(s: &Session, name: &[u8], f: impl FnOnce(&[u8]) -> T) ->
     let fill = |out: &mut Vec<u8>| {
         state::with(|st| match &st.keyring {
             Some(ring) if !s.flags.contains(Flags::SEALED) && !s.data.is_empty() => {
-                let sealed = with_binding(name, |t, sid| ring.seal_map(t, sid, &s.data));
+                let sealed = ring.seal_map(name, &s.data);
                 encoding::encode_with_data(s, s.flags | Flags::SEALED, &sealed, out)
             }
             _ => encoding::encode_into(s, out),
@@ -101,22 +89,22 @@ pub fn with_outgoing<T>(s: &Session, name: &[u8], f: impl FnOnce(&[u8]) -> T) ->
 /// (arrived under a key the server could not open it with); such data is
 /// opened with the current key ring, so a `KEYRING RELOAD` that brings its
 /// key back makes it readable.
-pub fn open_data<'a>(s: &'a Session, k: &SessionKey) -> Result<Cow<'a, FlatMap>, CmdError> {
+pub fn open_data<'a>(s: &'a Session, name: &[u8]) -> Result<Cow<'a, FlatMap>, CmdError> {
     if !s.flags.contains(Flags::SEALED) {
         return Ok(Cow::Borrowed(&s.data));
     }
-    state::with(|st| open_map(st.keyring.as_ref(), k.tenant, k.sid, &s.data))
+    state::with(|st| open_map(st.keyring.as_ref(), name, &s.data))
         .map(Cow::Owned)
         .map_err(|e| CmdError::Sealed(e.to_string()))
 }
 
 /// Puts plaintext data in place for a write; returns the sealed form to put
 /// back if the write is refused ([`restore_sealed`]).
-pub fn unseal_for_write(s: &mut Session, k: &SessionKey) -> Result<Option<FlatMap>, CmdError> {
+pub fn unseal_for_write(s: &mut Session, name: &[u8]) -> Result<Option<FlatMap>, CmdError> {
     if !s.flags.contains(Flags::SEALED) {
         return Ok(None);
     }
-    let plain = open_data(s, k)?.into_owned();
+    let plain = open_data(s, name)?.into_owned();
     s.flags -= Flags::SEALED;
     Ok(Some(std::mem::replace(&mut s.data, plain)))
 }
