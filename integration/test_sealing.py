@@ -969,22 +969,29 @@ def test_value_transplanted_from_another_session(make_server, keyfile, target):
     assert data_of(r, src) == {b"role": b"admin"}
 
 
-@pytest.mark.parametrize("how", ["restore-sid", "restore-tenant"])
-def test_session_restored_under_another_key_fails_authentication(make_server, keyfile, how):
+def _source_and_target(make_server, keyfile, how):
+    """A sealed server, a session at src, and dst: another sid of the same
+    tenant ("...-sid") or the same sid under another tenant."""
     srv = sealed_server(make_server, keyfile)
     r = srv.client(decode=False)
     sid = new_sid()
     src = f"sess:acme:{sid}"
     dst = f"sess:acme:{new_sid()}" if how.endswith("-sid") else f"sess:globex:{sid}"
     cmd(r, "SESSION.CREATE", src, "SUBJECT", "eve", "DATA", "cart", "secret-cart", "x", "y")
+    return srv, r, src, dst, {b"cart": b"secret-cart", b"x": b"y"}
+
+
+@pytest.mark.parametrize("how", ["restore-sid", "restore-tenant"])
+def test_session_restored_under_another_key_fails_authentication(make_server, keyfile, how):
+    _srv, r, src, dst, expect = _source_and_target(make_server, keyfile, how)
     assert restore(r, dst, dump(r, src), replace=False) == b"OK"
     assert cmd(r, "EXISTS", dst) == 1
     assert err(r, "SESSION.GET", dst) == AUTH_ERR
     assert err(r, "SESSION.GET", dst, "TOUCH") == AUTH_ERR
-    assert data_of(r, src) == {b"cart": b"secret-cart", b"x": b"y"}, "the original stays readable"
+    assert data_of(r, src) == expect, "the original stays readable"
     # the stuck copy goes out as it came: restored at its own name, it opens
     assert restore(r, src, dump(r, dst)) == b"OK"
-    assert data_of(r, src) == {b"cart": b"secret-cart", b"x": b"y"}
+    assert data_of(r, src) == expect
 
 
 MOVES = ["rename-sid", "rename-tenant", "copy-sid", "copy-tenant", "move-db-then-rename"]
@@ -995,13 +1002,7 @@ def test_session_moved_in_memory_is_rebound(make_server, keyfile, how):
     """RENAME, COPY and MOVE act on the session held in memory like on any
     value (the client holds write access to both keys); from then on it is
     sealed for its new name, and its sealed form opens only there."""
-    srv = sealed_server(make_server, keyfile)
-    r = srv.client(decode=False)
-    sid = new_sid()
-    src = f"sess:acme:{sid}"
-    dst = f"sess:acme:{new_sid()}" if how.endswith("-sid") else f"sess:globex:{sid}"
-    cmd(r, "SESSION.CREATE", src, "SUBJECT", "eve", "DATA", "cart", "secret-cart", "x", "y")
-    expect = {b"cart": b"secret-cart", b"x": b"y"}
+    srv, r, src, dst, expect = _source_and_target(make_server, keyfile, how)
     if how.startswith("rename"):
         assert cmd(r, "RENAME", src, dst) in (True, b"OK")
     elif how.startswith("copy"):

@@ -112,8 +112,19 @@ pub struct Index {
     dbs: Vec<Db>,
 }
 
-fn group_key(tenant: &[u8], subject: &[u8]) -> Vec<u8> {
-    [tenant, b":", subject].concat()
+/// Runs `f` with the group key `tenant:subject`, built on the stack when it
+/// fits (every add, remove and in-place write looks one up).
+fn with_group_key<T>(tenant: &[u8], subject: &[u8], f: impl FnOnce(&[u8]) -> T) -> T {
+    let n = tenant.len() + 1 + subject.len();
+    let mut stack = [0u8; 192];
+    if n <= stack.len() {
+        stack[..tenant.len()].copy_from_slice(tenant);
+        stack[tenant.len()] = b':';
+        stack[tenant.len() + 1..n].copy_from_slice(subject);
+        f(&stack[..n])
+    } else {
+        f(&[tenant, b":", subject].concat())
+    }
 }
 
 impl Db {
@@ -180,14 +191,13 @@ impl Index {
         let added = if v.subject.is_empty() {
             !d.loose.contains(key) && d.loose.insert(key.into())
         } else {
-            let g = group_key(v.tenant, v.subject);
-            match d.groups.get_mut(&g[..]) {
+            with_group_key(v.tenant, v.subject, |g| match d.groups.get_mut(g) {
                 Some(members) => members.insert(key),
                 None => {
                     d.groups.insert(g.into(), Members::One(key.into()));
                     true
                 }
-            }
+            })
         };
         if added {
             d.totals(v, true);
@@ -203,15 +213,16 @@ impl Index {
         let removed = if v.subject.is_empty() {
             d.loose.remove(key)
         } else {
-            let g = group_key(v.tenant, v.subject);
-            let Some(members) = d.groups.get_mut(&g[..]) else {
-                return false;
-            };
-            let removed = members.remove(key);
-            if members.is_empty() {
-                d.groups.remove(&g[..]);
-            }
-            removed
+            with_group_key(v.tenant, v.subject, |g| {
+                let Some(members) = d.groups.get_mut(g) else {
+                    return false;
+                };
+                let removed = members.remove(key);
+                if members.is_empty() {
+                    d.groups.remove(g);
+                }
+                removed
+            })
         };
         if removed {
             d.totals(v, false);
@@ -236,20 +247,9 @@ impl Index {
         if v.subject.is_empty() {
             return d.loose.contains(key);
         }
-        // The group key on the stack: this runs on every SET/CAS.
-        let mut stack = [0u8; 192];
-        let n = v.tenant.len() + 1 + v.subject.len();
-        let heap;
-        let gk: &[u8] = if n <= stack.len() {
-            stack[..v.tenant.len()].copy_from_slice(v.tenant);
-            stack[v.tenant.len()] = b':';
-            stack[v.tenant.len() + 1..n].copy_from_slice(v.subject);
-            &stack[..n]
-        } else {
-            heap = group_key(v.tenant, v.subject);
-            &heap
-        };
-        d.groups.get(gk).is_some_and(|m| m.contains(key))
+        with_group_key(v.tenant, v.subject, |g| {
+            d.groups.get(g).is_some_and(|m| m.contains(key))
+        })
     }
 
     /// The keys of a subject's sessions in `db`, sorted.
@@ -260,8 +260,7 @@ impl Index {
         let mut keys: Vec<Vec<u8>> = self
             .dbs
             .get(db)
-            .and_then(|d| d.groups.get(&group_key(tenant, subject)[..]))
-            .map(Members::keys)
+            .and_then(|d| with_group_key(tenant, subject, |g| d.groups.get(g).map(Members::keys)))
             .unwrap_or_default();
         keys.sort();
         keys

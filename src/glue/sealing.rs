@@ -72,16 +72,16 @@ pub fn with_outgoing<T>(s: &Session, name: &[u8], f: impl FnOnce(&[u8]) -> T) ->
             _ => encoding::encode_into(s, out),
         })
     };
-    OUT_BUF.with(|b| match b.try_borrow_mut() {
-        Ok(mut buf) => {
-            fill(&mut buf);
-            f(&buf)
-        }
-        Err(_) => {
-            let mut buf = Vec::new();
-            fill(&mut buf);
-            f(&buf)
-        }
+    OUT_BUF.with(|b| {
+        // A nested call (none today) would get a buffer of its own.
+        let mut own = Vec::new();
+        let mut shared = b.try_borrow_mut();
+        let buf = match &mut shared {
+            Ok(shared) => &mut **shared,
+            Err(_) => &mut own,
+        };
+        fill(buf);
+        f(buf)
     })
 }
 
