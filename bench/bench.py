@@ -65,6 +65,7 @@ PIPELINES = (1, 16)
 SESS_PREFIX = f"sess:{TENANT}:"
 STR_PREFIX = f"str:{TENANT}:"
 HASH_PREFIX = f"hash:{TENANT}:"
+BLOB_PREFIX = f"blob:{TENANT}:"
 
 # -------------------------------------------------------------- CPU pinning
 
@@ -320,7 +321,8 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, name: str, workdir: Path, module: str | None = None, module_args: list[str] | None = None):
+    def __init__(self, name: str, workdir: Path, module: str | None = None, module_args: list[str] | None = None,
+                 extra_modules: list[str] | None = None):
         self.name = name
         self.port = free_port()
         self.workdir = workdir
@@ -331,6 +333,8 @@ class Server:
                 "--enable-debug-command", "yes", "--daemonize", "no"]
         if module:
             args += ["--loadmodule", module] + list(module_args or [])
+        for extra in extra_modules or []:
+            args += ["--loadmodule", extra]
         self.proc = subprocess.Popen(pinned(args, SERVER_CPUS), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         LIVE_SERVER_PIDS.add(self.proc.pid)
@@ -520,6 +524,17 @@ def loadgen(server: Server, mode: str, template: list[str], pipeline: int, *, du
         raise BenchError(f"loadgen {mode} {template[0]}: {res['errors']} errors, {res['missing']} missing keys, "
                          f"{res.get('probe_missing')} keys missing at probe; first error: {res['first_error']}")
     return res
+
+
+def build_ceiling(module: str) -> str:
+    """Builds the reply floor (examples/reply_ceiling.rs) next to the module."""
+    log("building the reply floor (cargo --example reply_ceiling) ...")
+    run_cmd(["cargo", "build", "--release", "--quiet", "--example", "reply_ceiling",
+             "--manifest-path", str(ROOT / "Cargo.toml")], 600, "cargo build --example reply_ceiling")
+    so = Path(module).resolve().parent / "examples" / "libreply_ceiling.so"
+    if not so.exists():
+        raise BenchError(f"{so} missing after the build (is SESSION_MODULE from this repository's target/?)")
+    return str(so)
 
 
 def build_loadgen() -> None:
@@ -724,6 +739,8 @@ def phase_reads(rows: Rows, m: Server, p: Server, cfg, sealed: Server | None = N
         (f"SESSION.GET TOUCH FIELDS 1 {NARROW_FIELD}", m, ["SESSION.GET", sk, "TOUCH", "FIELDS", "1", NARROW_FIELD], None),
         ("HGETALL (hash)", p, ["HGETALL", hk], None),
         ("SESSION.GET (no TOUCH)", m, ["SESSION.GET", sk], None),
+        (FLOOR, m, ["CEILING.GET", sk], None),
+        (FLOOR_NARROW, m, ["CEILING.GET", sk, "FIELDS1"], None),
     ]
     if has_touch_res:
         variants.append(("SESSION.GET TOUCH, touch-resolution 0", m, ["SESSION.GET", sk, "TOUCH"], ("0", "1000")))
@@ -762,6 +779,7 @@ def phase_writes(rows: Rows, m: Server, p: Server, cfg, shape: Shape) -> None:
     n = cfg.keys
     lg = dict(duration=None if cfg.smoke else cfg.secs, requests=3000 if cfg.smoke else None)
     cart = shape.new_cart
+    blob = shape.blob(12345)
     for rnd in range(cfg.rounds):
         for pl in PIPELINES:
             log(f"compare-and-set, round {rnd + 1}/{cfg.rounds}, -P {pl}")
@@ -771,6 +789,9 @@ def phase_writes(rows: Rows, m: Server, p: Server, cfg, shape: Shape) -> None:
             s = retrying(lambda: loadgen(p, "cas", ["EVALSHA", cas_sha, "1", "{key}", "{ver}", "cart", cart], pl,
                                          keys=n, prefix=HASH_PREFIX, probe="hget", seed=rnd * 2 + pl, **lg))
             rows.add("Lua CAS (hash)", pl, s, group="cas", client="loadgen")
+            s = retrying(lambda: loadgen(p, "over", ["SET", "{key}", blob, "PX", str(IDLE_MS)], pl, keys=n,
+                                         prefix=BLOB_PREFIX, seed=rnd * 2 + pl, **lg))
+            rows.add(WRITE_FLOOR, pl, s, group="cas", client="loadgen")
         log(f"compare-and-set, round {rnd + 1}/{cfg.rounds}, WATCH/MULTI/EXEC and redis-py")
         s = retrying(lambda: loadgen(p, "watch", ["HSET", "{key}", "cart", cart, ";;", "HINCRBY", "{key}", "version",
                                                   "1"], 1, keys=n, prefix=HASH_PREFIX, probe="hget", seed=rnd + 7, **lg))
@@ -882,6 +903,13 @@ def phase_memory_reload(cfg, shape: Shape, workdir: Path, module: str) -> tuple[
 # ------------------------------------------------------------ comparisons
 
 # (A row, B row, pipeline, target, op, note); target None = shown, not judged.
+# The floors: what the contract's reply costs through the module API with
+# nothing else done (examples/reply_ceiling.rs), and the cheapest write of a
+# whole session plain Redis can do (no version check, no merge).
+FLOOR = "CEILING.GET: the contract's map from constants"
+FLOOR_NARROW = "CEILING.GET FIELDS1: the narrow map from constants"
+WRITE_FLOOR = "SET PX over an existing key (JSON blob)"
+
 COMPARISONS = [
     ("SESSION.GET TOUCH", "GET (600 B string)", 16, 0.5, ">=", "read-and-renew vs the ceiling"),
     ("SESSION.GET TOUCH", "GET (600 B string)", 1, None, ">=", ""),
@@ -894,9 +922,15 @@ COMPARISONS = [
     (f"SESSION.GET TOUCH FIELDS 1 {NARROW_FIELD}", "GET (600 B string)", 1, None, ">=", ""),
     ("SESSION.GET (no TOUCH)", "GET (600 B string)", 16, None, ">=", "full reply, no renewal"),
     ("SESSION.GET TOUCH, touch-resolution 0", "GET (600 B string)", 16, None, ">=", "every TOUCH renews"),
+    (FLOOR, "GET (600 B string)", 16, None, ">=", "floor: the full reply alone, through the module API"),
+    ("SESSION.GET TOUCH", FLOOR, 16, None, ">=", "share of the floor reached"),
+    (FLOOR_NARROW, "GET (600 B string)", 16, None, ">=", "floor: the narrow reply alone"),
+    (f"SESSION.GET TOUCH FIELDS 1 {NARROW_FIELD}", FLOOR_NARROW, 16, None, ">=", "share of the floor reached"),
     ("SESSION.GET TOUCH, sealed", "SESSION.GET TOUCH", 16, 0.85, ">=", "sealing on vs off (keyfile)"),
     ("SESSION.SET IFVERSION", "Lua CAS (hash)", 16, 3.0, ">=", "compare-and-set"),
     ("SESSION.SET IFVERSION", "Lua CAS (hash)", 1, None, ">=", ""),
+    (WRITE_FLOOR, "Lua CAS (hash)", 16, None, ">=", "floor: plain Redis's cheapest whole-session write"),
+    ("SESSION.SET IFVERSION", WRITE_FLOOR, 16, None, ">=", "share of that write reached"),
     ("SESSION.SET IFVERSION, redis-py", "WATCH/MULTI/EXEC (hash), redis-py", 1, 5.0, ">=",
      "same redis-py client pool on both sides"),
     ("SESSION.SET IFVERSION", "WATCH/MULTI/EXEC (hash)", 1, None, ">=", "loadgen, 50 connections, server-bound"),
@@ -1095,7 +1129,8 @@ def main() -> int:
         if phases & {"writes", "creates"}:
             build_loadgen()
         if phases & {"reads", "writes", "creates"}:
-            m = Server("module", workdir, module)
+            extra = [build_ceiling(module)] if "reads" in phases else []
+            m = Server("module", workdir, module, extra_modules=extra)
             servers.append(m)
             p = Server("plain", workdir)
             servers.append(p)
@@ -1104,6 +1139,8 @@ def main() -> int:
             populate(m, gen_sessions(shape, n), n, "sessions")
             populate(p, gen_str600(shape, n), n, "600-byte strings")
             populate(p, gen_hashes(shape, n, HASH_PREFIX), n, "hashes", per_item=2)
+            if "writes" in phases:
+                populate(p, gen_blobs(shape, n, BLOB_PREFIX), n, "JSON blobs")
             if "reads" in phases:
                 # the same sessions on a third server that seals data at rest
                 keyfile = workdir / "bench.keys"

@@ -27,6 +27,9 @@
 //!   one, MULTI + the template commands + EXEC (nil EXEC = conflict), else
 //!   UNWATCH and a conflict. `--pipeline` is ignored (a transaction is
 //!   sequential on its connection).
+//! - `over`: like `cas` without versions: the template over random keys of
+//!   the population, any reply but an error (or nil: a missing key) counts
+//!   as done. For plain writes over existing keys (`SET {key} <blob> PX ..`).
 //! - `fresh`: each request uses a new key `<key-prefix><sid><12-digit n>`
 //!   (n counting from `--start`); `{n}` is that number. Any error reply
 //!   (e.g. `EXISTS`) is counted.
@@ -50,6 +53,7 @@ enum Mode {
     Cas,
     Watch,
     Fresh,
+    Over,
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -88,7 +92,7 @@ enum Piece {
 fn usage(msg: &str) -> ! {
     eprintln!("loadgen: {msg}");
     eprintln!(
-        "usage: loadgen --port P [--host H] [--db D] --mode cas|watch|fresh [--conns 50] [--pipeline 1] \
+        "usage: loadgen --port P [--host H] [--db D] --mode cas|watch|fresh|over [--conns 50] [--pipeline 1] \
          (--duration SECS | --requests N) [--keys N] [--key-prefix S] [--sid S] [--start N] \
          [--probe none|hget|session] [--seed N] -- CMD ARG... [;; CMD ARG...]"
     );
@@ -177,6 +181,7 @@ fn parse_args() -> Args {
                     "cas" => Mode::Cas,
                     "watch" => Mode::Watch,
                     "fresh" => Mode::Fresh,
+                    "over" => Mode::Over,
                     _ => usage("unknown mode"),
                 }
             }
@@ -549,7 +554,7 @@ impl Run {
         c.batch_start = Instant::now();
         let conns = self.a.conns as u64;
         match self.a.mode {
-            Mode::Cas | Mode::Watch => {
+            Mode::Cas | Mode::Watch | Mode::Over => {
                 let own = (self.a.keys as u64 + conns - 1 - c.index as u64) / conns;
                 if own == 0 {
                     c.stage = Stage::Done;
@@ -581,7 +586,7 @@ impl Run {
                         }
                     }
                 }
-                if self.a.mode == Mode::Cas {
+                if self.a.mode != Mode::Watch {
                     c.expect = keys.len() * self.a.template.len();
                     c.stage = Stage::Batch;
                 }
