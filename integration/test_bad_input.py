@@ -610,12 +610,13 @@ def rsrv(make_server):
     return make_server(module_args={"touch-resolution": 0}, config={"rdbcompression": "no"}, name="restore")
 
 
-def rich_session(r):
+def rich_session(r, field_write=True):
     k = new_key()
     cmd(r, "SESSION.CREATE", k, "SUBJECT", "alice", "IDLE", 600000, "ABSOLUTE", 86400000, "GRACE", 5000,
         "META", 2, "ip", "10.0.0.1", "ua", "Mozilla/5.0",
         "DATA", "cart", "apple,banana,cherry", "n", "12345", "bin", bytes(range(40)))
-    cmd(r, "SESSION.SET", k, "DATA", "theme", "dark")
+    if field_write:
+        cmd(r, "SESSION.SET", k, "DATA", "theme", "dark")
     return k
 
 
@@ -836,13 +837,61 @@ def apply_payload_of(srv, key):
 def test_apply_replay_of_own_payload_is_idempotent(aofsrv):
     r = aofsrv.client()
     rb = aofsrv.client(decode=False)
-    k = rich_session(r)
+    k = rich_session(r, field_write=False)  # a SET would go out as APPLYSET, after the payload
     before = get(r, k)
     pt = cmd(r, "PEXPIRETIME", k)
     payload = apply_payload_of(aofsrv, k)
     cmd(rb, "SESSION.APPLY", k, payload)
     assert get(r, k) == before
     assert cmd(r, "PEXPIRETIME", k) == pt
+
+
+def test_applyset_bad_input_changes_nothing(aofsrv):
+    """SESSION.APPLYSET (the effect of a field-level SET) refuses what no
+    primary sends: bad arity, versions and options, IFVERSION, a key of
+    another type, a revoked session. Nothing changes; a missing key is 0."""
+    r = aofsrv.client()
+    k = rich_session(r)
+    before = get(r, k)
+    dv = cmd(r, "DEBUG", "DIGEST-VALUE", k)
+    a = ["SESSION.APPLYSET", k]
+    for args in (a, a + [5], a + [5, "DATA"], a + [5, "DATA", "x"], a + ["x", "DATA", "x", "y"],
+                 a + [0, "DATA", "x", "y"], a + [-1, "DATA", "x", "y"], a + [2**53 + 1, "DATA", "x", "y"],
+                 a + [5, "IFVERSION", 2, "DATA", "x", "y"], a + [5, "META", 2, "ip", "1"],
+                 a + [5, "UNSET", "x", "cart"], a + [5, "UNSET", -1], a + [5, "BOGUS", 1],
+                 a + [5, "META", 1, "ip", "1", "META", 1, "ua", "2"], a + [5, "DATA", "x", "y", "z"]):
+        e = err_of(cmd, r, *args)
+        assert e.startswith("ERR"), (args, e)
+        assert get(r, k) == before
+        assert cmd(r, "DEBUG", "DIGEST-VALUE", k) == dv
+    fresh = new_key()
+    assert cmd(r, "SESSION.APPLYSET", fresh, 2, "DATA", "x", "y") == 0
+    assert cmd(r, "EXISTS", fresh) == 0
+    r.set(fresh, "plain")
+    assert err_of(cmd, r, "SESSION.APPLYSET", fresh, 2, "DATA", "x", "y").startswith("WRONGTYPE")
+    assert r.get(fresh) == "plain"
+    cmd(r, "SESSION.REVOKE", k, "REASON", "gone")
+    dv = cmd(r, "DEBUG", "DIGEST-VALUE", k)
+    assert err_of(cmd, r, "SESSION.APPLYSET", k, 9, "DATA", "x", "y") == "REVOKED gone"
+    assert cmd(r, "DEBUG", "DIGEST-VALUE", k) == dv
+
+
+def test_applyset_applies_what_the_primary_merged(aofsrv):
+    """Sent by hand, APPLYSET merges like SET (limits aside: they were the
+    primary's to check) and takes the version it is given."""
+    r = aofsrv.client()
+    k = rich_session(r)
+    cmd(r, "CONFIG", "SET", "session.max-fields", 4)
+    try:
+        assert cmd(r, "SESSION.APPLYSET", k, 77, "META", 1, "ip", "10.9.9.9", "UNSET", 2, "n", "nope",
+                   "DATA", "a", "1", "b", "2", "a", "3") == 1
+    finally:
+        cmd(r, "CONFIG", "SET", "session.max-fields", 256)
+    got = get(r, k)
+    assert got["version"] == 77
+    assert got["meta"] == {"ip": "10.9.9.9", "ua": "Mozilla/5.0"}
+    assert set(got["data"]) == {"cart", "bin", "theme", "a", "b"}
+    assert got["data"]["a"] == "3"
 
 
 def test_apply_garbage_refused(aofsrv):

@@ -1128,6 +1128,32 @@ def test_apply_payload_in_plaintext_goes_into_the_aof_sealed(make_server, keyfil
     assert srv.digest() == digest
 
 
+def test_field_writes_from_a_plain_primary_reach_a_sealed_replica_sealed(make_server, keyfile):
+    """A primary without a key file sends a field write as SESSION.APPLYSET
+    (its fields in plaintext). A replica with a key file merges it and passes
+    the whole value on to its own AOF sealed, never the fields as they came."""
+    primary = plain_server(make_server, name="primary", config={"repl-diskless-sync-delay": 0})
+    replica = sealed_server(make_server, keyfile, name="replica",
+                            config={"appendonly": "yes", "aof-use-rdb-preamble": "no"})
+    r = primary.client(decode=False)
+    k = f"sess:acme:{new_sid()}"
+    m0, m1 = marker("create"), marker("field")
+    cmd(r, "SESSION.CREATE", k, "DATA", "cart", m0)
+    replicate(replica, primary)
+    replica.wait_aof_rewrite_done()
+    assert cmd(r, "SESSION.SET", k, "IFVERSION", 1, "DATA", "late", m1) == 2
+    wait_sync(primary, replica)
+    assert primary.digest() == replica.digest()
+    arte = aof_files(replica)
+    assert_markers(arte, [m0, m1], True)
+    assert any(prefix("k1") in b for b in arte.values())
+    digest = replica.digest()
+    replica.restart()
+    assert replica.digest() == digest
+    cmd(replica.client(decode=False), "REPLICAOF", "NO", "ONE")
+    assert data_of(replica.client(decode=False), k) == {b"cart": m0, b"late": m1}
+
+
 def test_seals_do_not_depend_on_the_key_prefix(make_server, keyfile):
     """Seals bind the whole key name, not the parts the configured prefix
     yields: an RDB written while key-prefix was changed loads and opens."""

@@ -103,6 +103,7 @@ command_table! {
     ["session.keyring|reload", cmd_keyring::reload, "admin", 0, 0, 0, 2],
     ["session.keyring|list", cmd_keyring::list, "admin", 0, 0, 0, 2],
     ["session.apply", cmd_internal::apply, "write deny-oom", 1, 1, 1, -3],
+    ["session.applyset", cmd_internal::apply_set, "write deny-oom", 1, 1, 1, -5],
     ["session.applyrenew", cmd_internal::apply_renew, "write fast", 1, 1, 1, 5],
 }
 

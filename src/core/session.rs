@@ -85,6 +85,15 @@ pub struct Limits {
     pub max_meta: usize,
 }
 
+impl Limits {
+    /// No limit: for effects, whose limits were checked where they were made.
+    pub const NONE: Limits = Limits {
+        max_data_bytes: usize::MAX,
+        max_fields: usize::MAX,
+        max_meta: usize::MAX,
+    };
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
     /// The session's current version, which the request did not match.

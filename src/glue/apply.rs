@@ -15,20 +15,25 @@ use crate::core::stats::Counter;
 
 /// What kind of write happened, which decides how it propagates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Write {
+pub enum Write<'a> {
     Create,
     /// A renewal: only last access, idle timeout and version moved.
     Renew,
+    /// A write of the whole data map (CAS).
     Set,
+    /// A field-level SESSION.SET; its options as the client sent them, less
+    /// IFVERSION. Where values leave in plaintext, replicas and the AOF get
+    /// these and the new version (SESSION.APPLYSET) instead of the value.
+    Fields(&'a [RStr]),
     Revoke,
 }
 
-impl Write {
+impl Write<'_> {
     fn event(self) -> &'static CStr {
         match self {
             Write::Create => c"session.create",
             Write::Renew => c"session.renew",
-            Write::Set => c"session.set",
+            Write::Set | Write::Fields(_) => c"session.set",
             Write::Revoke => c"session.revoke",
         }
     }
@@ -99,6 +104,9 @@ pub fn commit(ctx: Ctx, key: &Key, name: RStr, tenant: &[u8], s: &Session, w: Wr
     key.set_abs_expire(s.end_of_life());
     match w {
         Write::Renew => ctx.replicate_renew(name, s),
+        Write::Fields(rest) if !rest.is_empty() && !sealing::seals_outgoing() => {
+            ctx.replicate_fields(name, s.version, rest)
+        }
         _ => sealing::with_outgoing(s, super::rm::bytes(name), |v| ctx.replicate_apply(name, v)),
     }
     ctx.signal_modified(name);

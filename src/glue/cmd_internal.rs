@@ -2,13 +2,13 @@
 //! times and explicit values, so replaying them gives the primary's value
 //! exactly, whenever and wherever they run.
 
-use super::apply::index_value;
+use super::apply::{index_value, reindex_in_place, Before};
 use super::guard::{Args, CmdError, CmdResult};
 use super::parse::{self, is};
 use super::rm::{Ctx, Key, Slot};
 use super::sealing;
 use crate::core::encoding;
-use crate::core::session::TIME_MAX;
+use crate::core::session::{Flags, Limits, TIME_MAX, VERSION_MAX};
 
 /// SESSION.APPLY key payload [NOEXPIRE]: stores a whole encoded value. The
 /// key expires at the value's end of life unless NOEXPIRE is given (the AOF
@@ -48,6 +48,51 @@ pub fn apply(ctx: Ctx, args: Args) -> CmdResult {
     ctx.signal_modified(args.raw(1));
     ctx.notify(c"session.apply", args.raw(1));
     ctx.reply_simple(c"OK");
+    Ok(())
+}
+
+/// SESSION.APPLYSET key version [META n name value ...] [UNSET n field ...]
+/// [DATA field value ...]: the effect of a field-level SESSION.SET on a
+/// server whose values leave in plaintext. The fields are merged exactly as
+/// the primary merged them (its limits were checked there) and the version
+/// is set to the primary's. Replies 1, or 0 when the key is missing.
+pub fn apply_set(ctx: Ctx, args: Args) -> CmdResult {
+    let version = parse::at_least(args.get(2), 1)?;
+    if version > VERSION_MAX {
+        return Err(CmdError::NotInteger);
+    }
+    let w = parse::FieldWrite::parse(&args, 3, "session.applyset", false)?;
+    let key = Key::open(ctx, args.raw(1), true);
+    let s = match key.slot() {
+        Slot::Other => return Err(CmdError::WrongType),
+        Slot::Empty => {
+            ctx.reply_int(0);
+            return Ok(());
+        }
+        Slot::Session(s) => s,
+    };
+    // Neither can follow a field write on a primary in step with this
+    // server; refused, so a stray effect changes nothing.
+    if s.flags.contains(Flags::REVOKED) {
+        return Err(CmdError::Revoked(s.reason.to_vec()));
+    }
+    if s.flags.contains(Flags::SEALED) {
+        return Err(CmdError::Sealed("the session's data is held sealed here".into()));
+    }
+    let before = Before::of(s);
+    s.set(None, &w.meta, &w.unset, &w.data, &Limits::NONE)?;
+    s.version = version;
+    reindex_in_place(ctx, args.get(1), before, s);
+    ctx.signal_modified(args.raw(1));
+    ctx.notify(c"session.set", args.raw(1));
+    // Passed on as this server writes out: a server with a key file never
+    // puts plaintext fields into its AOF.
+    if sealing::seals_outgoing() {
+        sealing::with_outgoing(s, args.get(1), |v| ctx.replicate_apply(args.raw(1), v));
+    } else {
+        ctx.replicate_verbatim();
+    }
+    ctx.reply_int(1);
     Ok(())
 }
 

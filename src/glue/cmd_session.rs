@@ -300,39 +300,10 @@ pub fn renew(ctx: Ctx, args: Args) -> CmdResult {
 /// SESSION.SET key [IFVERSION v] [META n name value ...] [UNSET n field ...] [DATA field value ...]
 pub fn set(ctx: Ctx, args: Args) -> CmdResult {
     let k = check_key(ctx, &args)?;
-    let (mut if_version, mut meta, mut unset, mut data) = (None, None, None, None);
-    let mut i = 2;
-    while i < args.len() {
-        let opt = args.get(i);
-        if is(opt, "IFVERSION") {
-            once(&mut if_version, parse::at_least(parse::value(&args, i)?, 0)?)?;
-            i += 2;
-        } else if is(opt, "META") {
-            let (range, next) = parse::counted(&args, i, 2)?;
-            once(&mut meta, parse::pairs(&args, range))?;
-            i = next;
-        } else if is(opt, "UNSET") {
-            let (range, next) = parse::counted(&args, i, 1)?;
-            once(&mut unset, range.map(|j| args.get(j)).collect::<Vec<_>>())?;
-            i = next;
-        } else if is(opt, "DATA") {
-            data = Some(parse::data_tail(&args, i, "session.set")?);
-            break;
-        } else {
-            return Err(CmdError::Syntax);
-        }
-    }
-    if meta.is_none() && unset.is_none() && data.is_none() {
-        return Err(CmdError::Syntax);
-    }
-    write_data(ctx, &args, &k, |s, limits| {
-        s.set(
-            if_version,
-            &meta.unwrap_or_default(),
-            &unset.unwrap_or_default(),
-            &data.unwrap_or_default(),
-            limits,
-        )
+    let w = parse::FieldWrite::parse(&args, 2, "session.set", true)?;
+    let effect = args.raw_rest(2, w.if_version_at);
+    write_data(ctx, &args, &k, Write::Fields(&effect), |s, limits| {
+        s.set(w.if_version, &w.meta, &w.unset, &w.data, limits)
     })
 }
 
@@ -343,6 +314,7 @@ fn write_data(
     ctx: Ctx,
     args: &Args,
     k: &SessionKey,
+    w: Write,
     f: impl FnOnce(&mut Session, &Limits) -> Result<i64, crate::core::session::Error>,
 ) -> CmdResult {
     let key = Key::open(ctx, args.raw(1), true);
@@ -354,7 +326,7 @@ fn write_data(
     let stored = sealing::unseal_for_write(s, args.get(1))?;
     match f(s, &tenant_limits(k.tenant)) {
         Ok(version) => {
-            commit(ctx, &key, args.raw(1), k.tenant, s, Write::Set, before);
+            commit(ctx, &key, args.raw(1), k.tenant, s, w, before);
             ctx.reply_int(version);
             Ok(())
         }
@@ -388,7 +360,7 @@ pub fn cas(ctx: Ctx, args: Args) -> CmdResult {
         _ if is(args.get(3), "DATA") => parse::data_tail(&args, 3, "session.cas")?,
         _ => return Err(CmdError::Syntax),
     };
-    write_data(ctx, &args, &k, |s, limits| {
+    write_data(ctx, &args, &k, Write::Set, |s, limits| {
         s.cas(version, FlatMap::from_pairs(data), limits)
     })
 }

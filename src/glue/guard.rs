@@ -74,6 +74,24 @@ impl<'a> Args<'a> {
         self.argv.get(i).copied().unwrap_or(std::ptr::null_mut())
     }
 
+    /// Arguments `from..` as Redis passed them, except the two at `skip`
+    /// (an option and its value): what an effect command passes on as is.
+    pub fn raw_rest(&self, from: usize, skip: Option<usize>) -> std::borrow::Cow<'a, [RStr]> {
+        let rest = self.argv.get(from..).unwrap_or(&[]);
+        match skip {
+            None => rest.into(),
+            Some(at) if at == from => self.argv.get(from + 2..).unwrap_or(&[]).into(),
+            Some(at) => {
+                let (head, tail) = rest.split_at((at - from).min(rest.len()));
+                head.iter()
+                    .chain(tail.iter().skip(2))
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .into()
+            }
+        }
+    }
+
     /// The bytes of argument `i` (empty past the end; handlers check lengths).
     pub fn get(&self, i: usize) -> &'a [u8] {
         match self.argv.get(i) {

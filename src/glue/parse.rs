@@ -78,6 +78,56 @@ pub fn pairs<'a>(args: &Args<'a>, range: std::ops::Range<usize>) -> Pairs<'a> {
     range.step_by(2).map(|i| (args.get(i), args.get(i + 1))).collect()
 }
 
+/// A field-level write's options from argv[`from`] on: `[IFVERSION v]
+/// [META n name value ...] [UNSET n field ...] [DATA field value ...]`, each
+/// at most once, DATA last (SESSION.SET; its effect SESSION.APPLYSET takes
+/// the same without IFVERSION).
+pub struct FieldWrite<'a> {
+    pub if_version: Option<i64>,
+    /// Where `IFVERSION` sat in argv: the effect passes on the rest.
+    pub if_version_at: Option<usize>,
+    pub meta: Pairs<'a>,
+    pub unset: Vec<&'a [u8]>,
+    pub data: Pairs<'a>,
+}
+
+impl<'a> FieldWrite<'a> {
+    pub fn parse(args: &Args<'a>, from: usize, cmd: &str, if_version: bool) -> Result<Self, CmdError> {
+        let (mut version, mut meta, mut unset, mut data) = (None, None, None, None);
+        let mut i = from;
+        while i < args.len() {
+            let opt = args.get(i);
+            if if_version && is(opt, "IFVERSION") {
+                once(&mut version, (i, at_least(value(args, i)?, 0)?))?;
+                i += 2;
+            } else if is(opt, "META") {
+                let (range, next) = counted(args, i, 2)?;
+                once(&mut meta, pairs(args, range))?;
+                i = next;
+            } else if is(opt, "UNSET") {
+                let (range, next) = counted(args, i, 1)?;
+                once(&mut unset, range.map(|j| args.get(j)).collect::<Vec<_>>())?;
+                i = next;
+            } else if is(opt, "DATA") {
+                data = Some(data_tail(args, i, cmd)?);
+                break;
+            } else {
+                return Err(CmdError::Syntax);
+            }
+        }
+        if meta.is_none() && unset.is_none() && data.is_none() {
+            return Err(CmdError::Syntax);
+        }
+        Ok(FieldWrite {
+            if_version: version.map(|(_, v)| v),
+            if_version_at: version.map(|(at, _)| at),
+            meta: meta.unwrap_or_default(),
+            unset: unset.unwrap_or_default(),
+            data: data.unwrap_or_default(),
+        })
+    }
+}
+
 /// `DATA field value ...` taking every argument from `i` on: an even,
 /// non-zero count, or the command's arity error.
 pub fn data_tail<'a>(args: &Args<'a>, i: usize, cmd: &str) -> Result<Pairs<'a>, CmdError> {

@@ -310,6 +310,23 @@ impl Ctx {
         };
     }
 
+    /// Propagates `SESSION.APPLYSET key version <rest>`; `rest` (never
+    /// empty) is passed by reference, not copied.
+    pub fn replicate_fields(self, key: RStr, version: i64, rest: &[RStr]) {
+        debug_assert!(!rest.is_empty());
+        unsafe {
+            api!(RedisModule_Replicate)(
+                self.0,
+                c"SESSION.APPLYSET".as_ptr(),
+                c"slv".as_ptr(),
+                key,
+                version as std::os::raw::c_longlong,
+                rest.as_ptr(),
+                rest.len(),
+            )
+        };
+    }
+
     /// Propagates `SESSION.APPLYRENEW key last_access idle version`.
     pub fn replicate_renew(self, key: RStr, s: &Session) {
         unsafe {

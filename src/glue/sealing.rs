@@ -59,6 +59,12 @@ thread_local! {
     static OUT_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Whether values leave this server sealed (a key file is loaded): then
+/// every effect carries the whole sealed value, never plaintext fields.
+pub fn seals_outgoing() -> bool {
+    state::with(|st| st.keyring.is_some())
+}
+
 /// Runs `f` on the form of `s` (held at key `name`) that leaves the process:
 /// with a key file loaded, every data value sealed under the active key with
 /// fresh nonces; a session still sealed goes out as it is.
