@@ -238,6 +238,12 @@ impl FlatMap {
         prefetch(&self.buf, 4);
     }
 
+    /// The same for every line of the map: for a write, which copies it all.
+    #[inline]
+    pub fn prefetch_all(&self) {
+        prefetch(&self.buf, usize::MAX);
+    }
+
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
         self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
