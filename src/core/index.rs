@@ -233,7 +233,11 @@ impl Index {
     /// A value changed in place (its data): moves its totals from `old` to `new`.
     pub fn update(&mut self, db: usize, key: &[u8], old: &Indexed, new: &Indexed) {
         if old.tenant == new.tenant && old.subject == new.subject {
-            // Same place in the index (the usual SET/CAS): only the totals move.
+            // Same place in the index (the usual SET/CAS): only the totals
+            // move, and a write that changes neither size nor seal moves none.
+            if old.data_bytes == new.data_bytes && old.seal == new.seal {
+                return;
+            }
             if self.contains(db, key, old) {
                 self.db(db).move_totals(old, new);
             }
@@ -373,6 +377,14 @@ mod tests {
         );
         ix.update(0, b"k1", &v(b"acme", b"u1", 10), &v(b"acme", b"u1", 20));
         assert_eq!(ix.live(0, b"acme").data_bytes, 26);
+        ix.update(0, b"k1", &v(b"acme", b"u1", 20), &v(b"acme", b"u1", 20));
+        assert_eq!(ix.live(0, b"acme").data_bytes, 26, "same size: nothing moves");
+        ix.update(0, b"nope", &v(b"acme", b"u1", 20), &v(b"acme", b"u1", 90));
+        assert_eq!(
+            ix.live(0, b"acme").data_bytes,
+            26,
+            "a key the index lacks moves nothing"
+        );
         assert!(ix.remove(0, b"k2", &v(b"acme", b"u1", 5)));
         assert!(
             !ix.remove(0, b"k2", &v(b"acme", b"u1", 5)),

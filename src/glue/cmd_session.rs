@@ -322,9 +322,10 @@ fn write_data(
         ctx.reply_null();
         return Ok(());
     };
-    // The write copies the whole data map and then looks the subject up in
-    // the index: start loading both now.
+    // The write copies the whole data map, checks the meta limits and then
+    // looks the subject up in the index: start loading all three now.
     s.data.prefetch_all();
+    s.meta.prefetch();
     crate::core::flatmap::prefetch(&s.subject, 1);
     let before = Before::of(s);
     let stored = sealing::unseal_for_write(s, args.get(1))?;
