@@ -202,6 +202,7 @@ KEYED = [
     ("SESSION.REVOKE",),
     ("SESSION.TTL",),
     ("SESSION.APPLYRENEW", 1, 1000, 1),
+    ("SESSION.APPLYSET", 2, "DATA", "a", "b"),
     ("SESSION.APPLY", "garbage"),
 ]
 
