@@ -1,6 +1,7 @@
 //! The one wrapper every command handler runs in: arity check, panic guard
 //! and the mapping of errors to Redis error replies with their code word.
 
+use std::borrow::Cow;
 use std::os::raw::c_int;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -76,20 +77,8 @@ impl<'a> Args<'a> {
 
     /// Arguments `from..` as Redis passed them, except the two at `skip`
     /// (an option and its value): what an effect command passes on as is.
-    pub fn raw_rest(&self, from: usize, skip: Option<usize>) -> std::borrow::Cow<'a, [RStr]> {
-        let rest = self.argv.get(from..).unwrap_or(&[]);
-        match skip {
-            None => rest.into(),
-            Some(at) if at == from => self.argv.get(from + 2..).unwrap_or(&[]).into(),
-            Some(at) => {
-                let (head, tail) = rest.split_at((at - from).min(rest.len()));
-                head.iter()
-                    .chain(tail.iter().skip(2))
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .into()
-            }
-        }
+    pub fn raw_rest(&self, from: usize, skip: Option<usize>) -> Cow<'a, [RStr]> {
+        without_pair(self.argv, from, skip)
     }
 
     /// The bytes of argument `i` (empty past the end; handlers check lengths).
@@ -97,6 +86,24 @@ impl<'a> Args<'a> {
         match self.argv.get(i) {
             Some(&s) => rm::bytes(s),
             None => &[],
+        }
+    }
+}
+
+/// `items[from..]` less the two items at `skip` (when it lies there):
+/// borrowed unless the pair sits in the middle.
+fn without_pair<T: Clone>(items: &[T], from: usize, skip: Option<usize>) -> Cow<'_, [T]> {
+    let rest = items.get(from..).unwrap_or(&[]);
+    match skip.and_then(|at| at.checked_sub(from)) {
+        None => rest.into(),
+        Some(0) => rest.get(2..).unwrap_or(&[]).into(),
+        Some(n) => {
+            let (head, tail) = rest.split_at(n.min(rest.len()));
+            head.iter()
+                .chain(tail.iter().skip(2))
+                .cloned()
+                .collect::<Vec<_>>()
+                .into()
         }
     }
 }
@@ -136,4 +143,29 @@ pub(crate) fn run(
 /// Runs a type callback, turning a panic into `fallback`.
 pub fn guarded<T>(fallback: T, f: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or(fallback)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_pair;
+
+    #[test]
+    fn without_pair_drops_the_option_and_its_value() {
+        let argv = [0, 1, 2, 3, 4, 5, 6];
+        assert_eq!(&*without_pair(&argv, 2, None), &[2, 3, 4, 5, 6]);
+        assert_eq!(&*without_pair(&argv, 2, Some(2)), &[4, 5, 6]);
+        assert_eq!(&*without_pair(&argv, 2, Some(4)), &[2, 3, 6]);
+        assert_eq!(&*without_pair(&argv, 2, Some(5)), &[2, 3, 4]);
+        assert_eq!(&*without_pair(&argv, 2, Some(6)), &[2, 3, 4, 5]);
+        assert_eq!(
+            &*without_pair(&argv, 2, Some(1)),
+            &[2, 3, 4, 5, 6],
+            "before `from`: ignored"
+        );
+        assert_eq!(&*without_pair(&argv, 9, Some(9)), &[] as &[i32]);
+        assert!(matches!(
+            without_pair(&argv, 2, Some(2)),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 }
