@@ -924,6 +924,7 @@ COMPARISONS = [
     ("SESSION.GET TOUCH, touch-resolution 0", "GET (600 B string)", 16, None, ">=", "every TOUCH renews"),
     (FLOOR, "GET (600 B string)", 16, None, ">=", "floor: the full reply alone, through the module API"),
     ("SESSION.GET TOUCH", FLOOR, 16, None, ">=", "share of the floor reached"),
+    (FLOOR, "Lua read-and-renew (hash)", 16, None, ">=", "floor of the 4x Lua target"),
     (FLOOR_NARROW, "GET (600 B string)", 16, None, ">=", "floor: the narrow reply alone"),
     (f"SESSION.GET TOUCH FIELDS 1 {NARROW_FIELD}", FLOOR_NARROW, 16, None, ">=", "share of the floor reached"),
     ("SESSION.GET TOUCH, sealed", "SESSION.GET TOUCH", 16, 0.85, ">=", "sealing on vs off (keyfile)"),
