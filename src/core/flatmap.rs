@@ -36,7 +36,9 @@ pub enum FlatMapError {
     Unordered,
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: usize) {
+/// Appends `v` as a LEB128 varint (also the length prefix of sealed data's
+/// associated data, `core::seal`).
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: usize) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;

@@ -12,7 +12,7 @@ use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use zeroize::Zeroizing;
 
-use super::flatmap::FlatMap;
+use super::flatmap::{put_varint, FlatMap};
 
 /// Format 1 (before this one) bound tenant and sid with one-byte lengths,
 /// which two long names outside the key grammar could share; it is refused.
@@ -64,23 +64,15 @@ fn valid_id(id: &str) -> bool {
 
 const AD_LABEL: &[u8] = b"redis-session seal v2\0";
 
-fn put_len(out: &mut Vec<u8>, mut n: usize) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
 /// The associated data of one value: a label, then the key name and the
 /// field, each with its length (a varint), so no two (name, field) pairs
 /// share it.
 fn associated_data(name: &[u8], field: &[u8]) -> Vec<u8> {
     let mut ad = Vec::with_capacity(AD_LABEL.len() + 10 + name.len() + field.len());
     ad.extend_from_slice(AD_LABEL);
-    put_len(&mut ad, name.len());
+    put_varint(&mut ad, name.len());
     ad.extend_from_slice(name);
-    put_len(&mut ad, field.len());
+    put_varint(&mut ad, field.len());
     ad.extend_from_slice(field);
     ad
 }
