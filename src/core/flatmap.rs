@@ -87,6 +87,15 @@ pub fn prefetch(bytes: &[u8], lines: usize) {
     let _ = (bytes, lines);
 }
 
+/// Sorts `entries` by key and keeps, of several with one key, the one that
+/// came last (the sort is stable, so it is the last of its run).
+fn sort_last_wins<V>(entries: &mut Vec<(&[u8], V)>) {
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    entries.reverse();
+    entries.dedup_by(|later, earlier| later.0 == earlier.0);
+    entries.reverse();
+}
+
 fn entry_len(k: &[u8], v: &[u8]) -> usize {
     varint_len(k.len()) + varint_len(v.len()) + k.len() + v.len()
 }
@@ -161,16 +170,8 @@ impl FlatMap {
         I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
     {
         let mut entries: Vec<(&[u8], &[u8])> = pairs.into_iter().collect();
-        // Stable, so among equal keys the later pair stays last; keep it.
-        entries.sort_by(|a, b| a.0.cmp(b.0));
-        let mut kept: Vec<(&[u8], &[u8])> = Vec::with_capacity(entries.len());
-        for e in entries {
-            match kept.last_mut() {
-                Some(last) if last.0 == e.0 => *last = e,
-                _ => kept.push(e),
-            }
-        }
-        Self::from_sorted(kept)
+        sort_last_wins(&mut entries);
+        Self::from_sorted(entries)
     }
 
     fn from_sorted(entries: Vec<(&[u8], &[u8])>) -> Self {
@@ -264,11 +265,7 @@ impl FlatMap {
             .map(|k| (*k, None))
             .chain(set.iter().map(|(k, v)| (*k, Some(*v))))
             .collect();
-        // Stable: among equal keys the last change stays last, and decides.
-        changes.sort_by(|a, b| a.0.cmp(b.0));
-        changes.reverse();
-        changes.dedup_by(|later, earlier| later.0 == earlier.0);
-        changes.reverse();
+        sort_last_wins(&mut changes);
         // Two passes: the first sizes the buffer exactly, so the second
         // never reallocates (nor does boxing it).
         let mut size = 0;
