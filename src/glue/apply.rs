@@ -165,7 +165,7 @@ pub fn index_value(ctx: Ctx, name: &[u8], s: &Session) {
     };
     let db = ctx.db();
     state::with(|st| {
-        if let (false, Some(v)) = (st.loading, indexed(tenant, s)) {
+        if let (false, Some(v)) = (state::loading(), indexed(tenant, s)) {
             st.index.add(db, name, &v);
         }
     });
@@ -176,5 +176,5 @@ pub fn index_value(ctx: Ctx, name: &[u8], s: &Session) {
 pub fn unindex_value(ctx: Ctx, db: usize, name: &[u8], s: &Session) -> Option<Vec<u8>> {
     let tenant = tenant_of(ctx, name)?;
     let v = indexed(tenant, s)?;
-    state::with(|st| (!st.loading && st.index.remove(db, name, &v)).then(|| tenant.to_vec()))
+    state::with(|st| (!state::loading() && st.index.remove(db, name, &v)).then(|| tenant.to_vec()))
 }

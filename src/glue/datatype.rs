@@ -104,7 +104,10 @@ fn index_loaded(rdb: *mut raw::RedisModuleIO, name: &[u8], s: &Session) {
     };
     let db = unsafe { api!(RedisModule_GetDbIdFromIO)(rdb) }.max(0) as usize;
     state::with(|st| {
-        if let (true, Some(v)) = (st.loading && st.index_while_loading, apply::indexed(tenant, s)) {
+        if let (true, Some(v)) = (
+            state::loading() && st.index_while_loading,
+            apply::indexed(tenant, s),
+        ) {
             st.index.add(db, name, &v);
         }
     });
@@ -285,7 +288,7 @@ extern "C" fn copy(
 extern "C" fn free(v: *mut c_void) {
     guarded((), || {
         if !v.is_null() {
-            if state::LOADING.load(std::sync::atomic::Ordering::Relaxed) {
+            if state::loading() {
                 state::FREED_WHILE_LOADING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             // SAFETY: the pointer came from Box::into_raw in this module.

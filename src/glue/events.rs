@@ -131,18 +131,15 @@ unsafe extern "C" fn on_loading(
                 // indexed by a scan at the end.)
                 st.index_while_loading =
                     st.index.is_empty() && sub != raw::REDISMODULE_SUBEVENT_LOADING_AOF_START;
-                st.loading = true;
                 st.index.clear();
                 st.last_unlinked = None;
                 state::FREED_WHILE_LOADING.store(0, Ordering::SeqCst);
-                state::LOADING.store(true, Ordering::SeqCst);
+                state::set_loading(true);
             }),
             raw::REDISMODULE_SUBEVENT_LOADING_ENDED | raw::REDISMODULE_SUBEVENT_LOADING_FAILED => {
-                state::LOADING.store(false, Ordering::SeqCst);
-                let exact = state::with(|st| {
-                    st.loading = false;
-                    std::mem::take(&mut st.index_while_loading)
-                }) && sub == raw::REDISMODULE_SUBEVENT_LOADING_ENDED
+                state::set_loading(false);
+                let exact = state::with(|st| std::mem::take(&mut st.index_while_loading))
+                    && sub == raw::REDISMODULE_SUBEVENT_LOADING_ENDED
                     && state::FREED_WHILE_LOADING.load(Ordering::SeqCst) == 0;
                 if !exact {
                     rebuild_index(ctx);

@@ -17,8 +17,6 @@ pub struct State {
     pub last_unlinked: Option<(usize, Vec<u8>, Vec<u8>)>,
     /// Keys for sealing data at rest (module option `keyfile`).
     pub keyring: Option<crate::core::seal::Keyring>,
-    /// Set while Redis loads an RDB or AOF.
-    pub loading: bool,
     /// Whether this load indexes values as `rdb_load` reads them (the index
     /// was empty when it started); otherwise it is rebuilt at the end.
     pub index_while_loading: bool,
@@ -29,8 +27,18 @@ pub struct State {
 /// a loaded value may have been dropped after `rdb_load` indexed it (an
 /// expired key discarded, a key replaced), so the index is rebuilt.
 pub static FREED_WHILE_LOADING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-/// Mirror of [`State::loading`] readable from any thread.
-pub static LOADING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Set while Redis loads an RDB or AOF. An atomic, like the count above,
+/// because `free` reads it.
+static LOADING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether Redis is loading an RDB or AOF now.
+pub fn loading() -> bool {
+    LOADING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+pub fn set_loading(on: bool) {
+    LOADING.store(on, std::sync::atomic::Ordering::SeqCst);
+}
 
 /// State only ever touched from Redis's main thread (commands, keyspace and
 /// server events, type callbacks other than `free`), or from the forked
