@@ -21,7 +21,7 @@ N = 20000
 
 CODES = {"ERR", "WRONGTYPE", "EXISTS", "CONFLICT", "TOOBIG", "LIMIT", "REVOKED", "NOPERM", "SEALED"}
 
-WORDS = ["SUBJECT", "IDLE", "ABSOLUTE", "GRACE", "META", "DATA", "TOUCH", "FIELDS", "NODATA", "IFVERSION",
+WORDS = ["SUBJECT", "IDLE", "ABSOLUTE", "GRACE", "META", "DATA", "TOUCH", "FIELDS", "NODATA", "VALUES", "IFVERSION",
          "UNSET", "REASON", "EXCEPT", "NOEXPIRE", "MAXDATA", "MAXPERSUBJECT", "ONLIMIT", "reject",
          "evict-oldest", "idle", "data", "meta"]
 NUMBERS = ["0", "1", "2", "3", "-1", "-0", "+1", "01", "1.5", "1e3", " 1", "9223372036854775807",

@@ -375,6 +375,54 @@ def test_get_touch_with_fields_and_nodata(server0, proto):
     assert s2["last_access"] > s["last_access"]
 
 
+def test_get_fields_values_answers_like_hmget(server, proto):
+    """FIELDS ... VALUES: the values alone, in the order asked, nil for a
+    field the session lacks, a field asked twice answered twice."""
+    r = server.client(proto)
+    k = new_key()
+    cmd(r, "SESSION.CREATE", k, "META", 1, "ip", "x", "DATA", "a", "1", "b", "", "c", "3")
+    before = get(r, k)
+    assert cmd(r, "SESSION.GET", k, "FIELDS", 4, "c", "zz", "a", "b", "VALUES") == ["3", None, "1", ""]
+    assert cmd(r, "SESSION.GET", k, "values", "FIELDS", 2, "a", "a") == ["1", "1"]
+    assert cmd(r, "SESSION.GET", k, "FIELDS", 1, "nope", "VALUES") == [None]
+    assert cmd(r, "SESSION.GET", new_key(), "FIELDS", 1, "a", "VALUES") is None
+    assert get(r, k) == before
+    raw = server.raw(proto)
+    try:
+        v = raw.call("SESSION.GET", k, "FIELDS", 2, "a", "zz", "VALUES")
+        assert v.kind == "*" and [e.kind for e in v.value] == ["$", "nil" if proto == 2 else "_"]
+        assert v.value[0].value == b"1"
+    finally:
+        raw.close()
+
+
+def test_get_touch_values_renews_like_the_full_read(server0, proto):
+    r = server0.client(proto)
+    k = new_key()
+    cmd(r, "SESSION.CREATE", k, "IDLE", 60000, "DATA", "cart", "c1", "u", "7")
+    c = get(r, k)
+    advance(server0, 20)
+    t0 = server0.time_ms()
+    assert cmd(r, "SESSION.GET", k, "TOUCH", "FIELDS", 1, "cart", "VALUES") == ["c1"]
+    s = get(r, k)
+    assert t0 <= s["last_access"] and s["last_access"] > c["last_access"]
+    assert s["version"] == c["version"]
+    assert pexpiretime(r, k) == s["grace_until"]
+    assert cmd(r, "SESSION.REVOKE", k, "REASON", "gone") == 1
+    assert err_of(cmd, r, "SESSION.GET", k, "TOUCH", "FIELDS", 1, "cart", "VALUES") == "REVOKED gone"
+
+
+@pytest.mark.parametrize("opts", [["VALUES"], ["TOUCH", "VALUES"], ["NODATA", "VALUES"],
+                                  ["FIELDS", 1, "a", "VALUES", "VALUES"], ["VALUES", "NODATA", "FIELDS", 1, "a"]])
+def test_get_values_without_fields_is_a_syntax_error(server, opts):
+    r = server.client()
+    k = new_key()
+    cmd(r, "SESSION.CREATE", k, "DATA", "a", "1")
+    before = get(r, k)
+    assert err_of(cmd, r, "SESSION.GET", k, *opts) == E_SYNTAX
+    assert get(r, k) == before
+
+
 def test_get_touch_within_resolution_is_suppressed(server, proto):
     """Default touch-resolution 1000: an immediate TOUCH changes nothing."""
     r = server.client(proto)

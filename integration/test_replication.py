@@ -39,6 +39,8 @@ def explicit_ops(r):
     time.sleep(0.003)
     cmd(r, "SESSION.GET", k[0], "TOUCH")
     time.sleep(0.003)
+    cmd(r, "SESSION.GET", k[0], "TOUCH", "FIELDS", 1, "a", "VALUES")
+    time.sleep(0.003)
     cmd(r, "SESSION.RENEW", k[0])
     cmd(r, "SESSION.RENEW", k[0], "IDLE", 1234567)
     cmd(r, "SESSION.SET", k[0], "META", 1, "ua", "curl", "UNSET", 1, "a", "DATA", "c", "3")

@@ -490,6 +490,8 @@ def test_values_sealed_and_read_back(make_server, keyfile):
     cmd(r, "SESSION.CREATE", k, "SUBJECT", "subject-bob", "META", 1, "ua", "agent-007", "DATA", *args)
     assert data_of(r, k) == values
     assert data_of(r, k, "FIELDS", 2, "cart", "allbytes") == {b"cart": m, b"allbytes": bytes(range(256))}
+    assert cmd(r, "SESSION.GET", k, "TOUCH", "FIELDS", 3, "allbytes", "nope", "\x00fld", "VALUES") == [
+        bytes(range(256)), None, values[b"\x00fld"]]
     assert data_of(r, k, "TOUCH") == values
     r3 = srv.client(protocol=3, decode=False)
     _n, d3 = norm_session(cmd(r3, "SESSION.GET", k))

@@ -140,17 +140,21 @@ enum DataView {
     None,
 }
 
-/// SESSION.GET key [TOUCH] [FIELDS n field ...] [NODATA]
+/// SESSION.GET key [TOUCH] [FIELDS n field ...] [NODATA] [VALUES]
 pub fn get(ctx: Ctx, args: Args) -> CmdResult {
     let k = check_key(ctx, &args)?;
     let tenant = k.tenant;
     let mut touch = false;
+    let mut values = false;
     let mut view = None;
     let mut i = 2;
     while i < args.len() {
         let opt = args.get(i);
         if is(opt, "TOUCH") && !touch {
             touch = true;
+            i += 1;
+        } else if is(opt, "VALUES") && !values {
+            values = true;
             i += 1;
         } else if is(opt, "NODATA") {
             once(&mut view, DataView::None)?;
@@ -162,6 +166,10 @@ pub fn get(ctx: Ctx, args: Args) -> CmdResult {
         } else {
             return Err(CmdError::Syntax);
         }
+    }
+    // VALUES answers the named fields alone: it needs FIELDS.
+    if values && !matches!(view, Some(DataView::Fields(_))) {
+        return Err(CmdError::Syntax);
     }
     let now = rm::now_ms();
     let key = Key::open(ctx, args.raw(1), touch);
@@ -175,8 +183,10 @@ pub fn get(ctx: Ctx, args: Args) -> CmdResult {
     let view = view.unwrap_or(DataView::All);
     // Three separate allocations are read below; start loading all of them
     // now instead of waiting for each in turn.
-    crate::core::flatmap::prefetch(&s.subject, 1);
-    s.meta.prefetch();
+    if !values {
+        crate::core::flatmap::prefetch(&s.subject, 1);
+        s.meta.prefetch();
+    }
     if !matches!(view, DataView::None) {
         s.data.prefetch();
     }
@@ -206,8 +216,24 @@ pub fn get(ctx: Ctx, args: Args) -> CmdResult {
     if renewal.is_some_and(|r| r.applied) {
         commit(ctx, &key, args.raw(1), tenant, s, Write::Renew, None);
     }
-    reply_session(ctx, s, now, &args, &view, opened.as_ref().unwrap_or(&s.data));
+    let data = opened.as_ref().unwrap_or(&s.data);
+    match view {
+        DataView::Fields(range) if values => reply_values(ctx, &args, range, data),
+        _ => reply_session(ctx, s, now, &args, &view, data),
+    }
     Ok(())
+}
+
+/// `GET ... FIELDS n f ... VALUES`: the value of each named field in the
+/// order asked, nil where the session has no such field (the shape of HMGET).
+fn reply_values(ctx: Ctx, args: &Args, range: std::ops::Range<usize>, data: &FlatMap) {
+    ctx.reply_array(range.len());
+    for j in range {
+        match data.get(args.get(j)) {
+            Some(v) => ctx.reply_bulk(v),
+            None => ctx.reply_null(),
+        }
+    }
 }
 
 fn reply_pairs<'a>(ctx: Ctx, len: usize, pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) {
