@@ -220,6 +220,10 @@ class Runner:
         db, key = self.pick_db(), self.pick_key()
         t = tenant_of(key)
         args = ["SESSION.GET", key] + (["TOUCH"] if touch else [])
+        # a third of the reads ask for named fields' values alone (VALUES)
+        names = self.rnd.sample(FIELDS + ["nope"], self.rnd.randint(1, 3)) if self.rnd.random() < 0.33 else None
+        if names:
+            args += ["FIELDS", len(names), *names, "VALUES"]
         self.log("db", db, *args)
         v = self.m.dbs[db].get(key)
         if v is None:
@@ -229,7 +233,11 @@ class Runner:
             assert self.err(db, *args) == "REVOKED " + v.reason
             self.m.bump(t, "misses", new_row_ok=False)
         else:
-            self.check_get_reply(db, key, self.ex(db, *args), v)
+            got = self.ex(db, *args)
+            if names:
+                assert got == [v.data.get(f) for f in names], (key, names, got, v.data)
+            else:
+                self.check_get_reply(db, key, got, v)
             self.m.bump(t, "hits")
             if touch:
                 self.m.bump(t, "touches")
