@@ -20,10 +20,10 @@ from sessionlib import (
     replicate,
     run_workload,
     snapshot,
-    to_str,
     wait_for,
     wait_sync,
 )
+from tenants_helpers import stats
 
 TR0 = {"touch-resolution": 0}
 
@@ -118,11 +118,6 @@ def test_workload_primary_replica_aof_identical(make_pair, make_server, preamble
     assert_same_keyspace(primary, third2)
 
 
-def stats_of(r, tenant):
-    reply = cmd(r, "SESSION.STATS", tenant)
-    return {to_str(k): v for k, v in (reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2]))}
-
-
 def test_field_write_sends_only_its_fields(make_pair, make_server):
     """A field-level SET goes out as SESSION.APPLYSET key <new version> and
     the options as the client sent them, less IFVERSION: a one-field write
@@ -133,7 +128,7 @@ def test_field_write_sends_only_its_fields(make_pair, make_server):
     k = new_key("rep")
     cmd(r, "SESSION.CREATE", k, "SUBJECT", "al", "DATA", "big", b"x" * 20000, "cart", "1")
     wait_sync(primary, replica)
-    bytes0 = stats_of(r, "rep")["data_bytes"]
+    bytes0 = stats(r, "rep")["data_bytes"]
     size0 = aof_size(primary)
     assert cmd(r, "SESSION.SET", k, "META", 1, "ip", "1.2.3.4", "IFVERSION", 1, "UNSET", 1, "cart",
                "DATA", "theme", "dark") == 2
@@ -145,12 +140,12 @@ def test_field_write_sends_only_its_fields(make_pair, make_server):
     wait_sync(primary, replica)
     assert_same_keyspace(primary, replica)
     rr = replica.client(decode=False)
-    moved = stats_of(r, "rep")["data_bytes"]
+    moved = stats(r, "rep")["data_bytes"]
     assert moved != bytes0
-    assert stats_of(rr, "rep")["data_bytes"] == moved
+    assert stats(rr, "rep")["data_bytes"] == moved
     third = server_from_aof(make_server, primary)
     assert_same_keyspace(primary, third)
-    assert stats_of(third.client(decode=False), "rep")["data_bytes"] == moved
+    assert stats(third.client(decode=False), "rep")["data_bytes"] == moved
 
 
 @pytest.mark.parametrize("diskless", ["yes", "no"])

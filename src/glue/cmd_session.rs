@@ -181,8 +181,9 @@ pub fn get(ctx: Ctx, args: Args) -> CmdResult {
         return found.map(|_| ctx.reply_null());
     };
     let view = view.unwrap_or(DataView::All);
-    // Three separate allocations are read below; start loading all of them
-    // now instead of waiting for each in turn.
+    // Subject, meta and data are separate allocations; start loading the
+    // ones the reply reads (VALUES reads only data) instead of waiting for
+    // each in turn.
     if !values {
         crate::core::flatmap::prefetch(&s.subject, 1);
         s.meta.prefetch();
