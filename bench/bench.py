@@ -570,7 +570,16 @@ def _py_worker(args) -> dict:
         i = order[rnd.randrange(len(order))]
         k = f"{prefix}{sid(i)}"
         t0 = time.perf_counter()
-        if mode == "session":
+        if mode == "set":
+            # The floor: the cheapest whole-session write redis-py can send,
+            # one plain SET, no version to check.
+            try:
+                r.execute_command("SET", k, new_cart, "PX", IDLE_MS)
+                ok += 1
+            except redis.ResponseError as e:
+                errors += 1
+                first_error = first_error or str(e)
+        elif mode == "session":
             try:
                 v = r.execute_command("SESSION.SET", k, "IFVERSION", versions[i], "DATA", "cart", new_cart)
                 if v is None:
@@ -636,7 +645,7 @@ def fetch_versions(server: Server, prefix: str, n: int, session: bool) -> list[i
 
 
 def py_pool(server: Server, mode: str, prefix: str, n: int, procs: int, duration: float, new_cart: str) -> dict:
-    versions = fetch_versions(server, prefix, n, session=(mode == "session"))
+    versions = [0] * n if mode == "set" else fetch_versions(server, prefix, n, session=(mode == "session"))
     wait_quiet()
     start_at = time.time() + 0.5 + 0.05 * procs
     jobs = [(server.port, mode, [(i, versions[i]) for i in range(w, n, procs)], duration, start_at, new_cart, prefix)
@@ -802,6 +811,8 @@ def phase_writes(rows: Rows, m: Server, p: Server, cfg, shape: Shape) -> None:
         rows.add("SESSION.SET IFVERSION, redis-py", 1, s, group="cas", client=f"redis-py x{cfg.py_procs} processes")
         s = retrying(lambda: py_pool(p, "watch", HASH_PREFIX, n, cfg.py_procs, dur, cart))
         rows.add("WATCH/MULTI/EXEC (hash), redis-py", 1, s, group="cas", client=f"redis-py x{cfg.py_procs} processes")
+        s = retrying(lambda: py_pool(p, "set", BLOB_PREFIX, n, cfg.py_procs, dur, blob))
+        rows.add(PY_FLOOR, 1, s, group="cas", client=f"redis-py x{cfg.py_procs} processes")
 
 
 def phase_creates(rows: Rows, m: Server, p: Server, cfg, shape: Shape) -> None:
@@ -910,6 +921,9 @@ def phase_memory_reload(cfg, shape: Shape, workdir: Path, module: str) -> tuple[
 FLOOR = "CEILING.GET: the contract's map from constants"
 FLOOR_NARROW = "CEILING.GET FIELDS1: the narrow map from constants"
 WRITE_FLOOR = "SET PX over an existing key (JSON blob)"
+# The same write from the redis-py pool: one round trip of plain SET, the
+# most any one-command compare-and-set can reach from that client.
+PY_FLOOR = "SET PX (JSON blob), redis-py"
 # The narrow read with only the named values in the reply (VALUES, beyond
 # the contract's map): what the 0.75 target asks of a narrow read.
 NARROW_VALUES = f"SESSION.GET TOUCH FIELDS 1 {NARROW_FIELD} VALUES"
@@ -941,6 +955,8 @@ COMPARISONS = [
     ("SESSION.SET IFVERSION", WRITE_FLOOR, 16, None, ">=", "share of that write reached"),
     ("SESSION.SET IFVERSION, redis-py", "WATCH/MULTI/EXEC (hash), redis-py", 1, 5.0, ">=",
      "same redis-py client pool on both sides"),
+    (PY_FLOOR, "WATCH/MULTI/EXEC (hash), redis-py", 1, None, ">=", "floor: plain SET from the same pool"),
+    ("SESSION.SET IFVERSION, redis-py", PY_FLOOR, 1, None, ">=", "share of that write reached"),
     ("SESSION.SET IFVERSION", "WATCH/MULTI/EXEC (hash)", 1, None, ">=", "loadgen, 50 connections, server-bound"),
     ("SESSION.SET IFVERSION", "WATCH/MULTI/EXEC (hash), redis-py", (16, 1), None, ">=",
      "mixed: loadgen -P 16 against redis-py"),
