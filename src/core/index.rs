@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 // fixed hash (xxh3's default secret) chosen names could be made to collide
 // and turn every lookup into a walk. The price: ~5 % over xxh3 in a 1M-key
 // insert-and-get microbenchmark; SipHash is 3.4 % of a SESSION.CREATE in
-// perf (xxh3 was ~1 %); reload times do not move out of their noise.
+// perf (xxh3 was ~1 %). The per-table keys take room: see `Members`.
 type Map<K, V> = HashMap<K, V>;
 type Set<K> = HashSet<K>;
 
