@@ -45,9 +45,9 @@ type Key = Box<[u8]>;
 /// The keys of one subject's sessions. Most subjects have one session, so
 /// that case holds the key inline instead of a hash table of one; the
 /// table of a subject with several is boxed, so every slot of `groups`
-/// stays two words wide (a `HashSet` inline, with its 16-byte SipHash keys,
-/// made each slot 48 bytes and cost ~50 bytes and ~7 % of load time per
-/// session at 1M).
+/// stays 32 bytes (a `HashSet` inline, with its 16-byte SipHash keys, made
+/// `Members` 48 bytes and each slot 64: ~50 bytes more per session at 1M
+/// one-session subjects, and a slower RDB load).
 enum Members {
     One(Key),
     Many(Box<Set<Key>>),
