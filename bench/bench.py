@@ -548,7 +548,7 @@ def build_loadgen() -> None:
 # --------------------------------------------------- redis-py process pool
 
 def _py_worker(args) -> dict:
-    (port, mode, keys_versions, duration, start_at, new_cart, prefix) = args
+    (port, mode, keys_versions, duration, start_at, value, prefix) = args
     if CLIENT_CPU_SET:
         os.sched_setaffinity(0, CLIENT_CPU_SET)
     r = redis.Redis(host="127.0.0.1", port=port)
@@ -574,14 +574,14 @@ def _py_worker(args) -> dict:
             # The floor: the cheapest whole-session write redis-py can send,
             # one plain SET, no version to check.
             try:
-                r.execute_command("SET", k, new_cart, "PX", IDLE_MS)
+                r.execute_command("SET", k, value, "PX", IDLE_MS)
                 ok += 1
             except redis.ResponseError as e:
                 errors += 1
                 first_error = first_error or str(e)
         elif mode == "session":
             try:
-                v = r.execute_command("SESSION.SET", k, "IFVERSION", versions[i], "DATA", "cart", new_cart)
+                v = r.execute_command("SESSION.SET", k, "IFVERSION", versions[i], "DATA", "cart", value)
                 if v is None:
                     missing += 1
                 else:
@@ -607,7 +607,7 @@ def _py_worker(args) -> dict:
                         versions[i] = int(cur)
                     else:
                         pipe.multi()
-                        pipe.hset(k, "cart", new_cart)
+                        pipe.hset(k, "cart", value)
                         pipe.hincrby(k, "version", 1)
                         res = pipe.execute()
                         versions[i] = int(res[-1])
@@ -644,11 +644,12 @@ def fetch_versions(server: Server, prefix: str, n: int, session: bool) -> list[i
     return out
 
 
-def py_pool(server: Server, mode: str, prefix: str, n: int, procs: int, duration: float, new_cart: str) -> dict:
+def py_pool(server: Server, mode: str, prefix: str, n: int, procs: int, duration: float, value: str) -> dict:
+    """`value` is what each request writes: the new cart (session, watch), the whole blob (set)."""
     versions = [0] * n if mode == "set" else fetch_versions(server, prefix, n, session=(mode == "session"))
     wait_quiet()
     start_at = time.time() + 0.5 + 0.05 * procs
-    jobs = [(server.port, mode, [(i, versions[i]) for i in range(w, n, procs)], duration, start_at, new_cart, prefix)
+    jobs = [(server.port, mode, [(i, versions[i]) for i in range(w, n, procs)], duration, start_at, value, prefix)
             for w in range(procs)]
     ctx = mp.get_context("fork")
     with CpuMeter() as cpu:

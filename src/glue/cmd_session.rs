@@ -350,10 +350,8 @@ fn write_data(
         return Ok(());
     };
     // The write copies the whole data map, checks the meta limits and then
-    // looks the subject up in the index: start loading all three now.
-    s.data.prefetch_all();
-    s.meta.prefetch();
-    crate::core::flatmap::prefetch(&s.subject, 1);
+    // looks the subject up in the index.
+    s.prefetch_all();
     let before = Before::of(s);
     let stored = sealing::unseal_for_write(s, args.get(1))?;
     match f(s, &tenant_limits(k.tenant)) {

@@ -123,12 +123,9 @@ fn io_key_name<'a>(io: *mut raw::RedisModuleIO) -> Option<&'a [u8]> {
 extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, v: *mut c_void) {
     guarded((), || {
         if let Some(s) = value(v) {
-            // The encoder copies subject, meta and data, each its own
-            // allocation and cold when a save walks the keyspace: ask for
-            // all of them at once instead of missing on each in turn.
-            crate::core::flatmap::prefetch(&s.subject, 1);
-            s.meta.prefetch_all();
-            s.data.prefetch_all();
+            // The encoder copies the whole session, cold when a save walks
+            // the keyspace.
+            s.prefetch_all();
             // Without a key name there is nothing to bind seals to; such a
             // value is sealed as the empty name (readable nowhere) rather
             // than written in plaintext.
