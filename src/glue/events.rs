@@ -8,26 +8,24 @@ use std::sync::atomic::Ordering;
 
 use redis_module::raw;
 
-use super::apply::{index_value, unindex_value};
+use super::apply::{self, index_value, unindex_value};
 use super::guard::guarded;
-use super::rm::{self, api, Ctx, Key, Slot};
+use super::rm::{self, register, Ctx, Key, Slot};
 use super::state;
 use crate::core::session::Session;
-use crate::core::stats::Counter;
+use crate::core::stats::Counts;
 
 /// The type's unlink callback: a session key is leaving the keyspace
 /// (DEL, UNLINK, expiry, eviction, overwrite, the source of RENAME/MOVE).
 pub(crate) extern "C" fn unlink2(octx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) {
-    guarded((), || unsafe {
-        let name = api!(RedisModule_GetKeyNameFromOptCtx)(octx);
-        let db = api!(RedisModule_GetDbIdFromOptCtx)(octx).max(0) as usize;
-        let Some(s) = value.cast::<Session>().as_ref() else {
+    guarded((), || {
+        // SAFETY: Redis hands back the pointers this type gave it.
+        let Some(s) = (unsafe { value.cast::<Session>().as_ref() }) else {
             return;
         };
-        if name.is_null() {
+        let Some((name, db)) = rm::io::unlinked_key(octx) else {
             return;
-        }
-        let name = rm::bytes(name.cast_mut());
+        };
         // No command context here; the prefix lookup only needs the GIL,
         // which Redis holds while it calls unlink.
         let tenant = unindex_value(Ctx(std::ptr::null_mut()), db, name, s);
@@ -55,18 +53,17 @@ unsafe extern "C" fn on_keyspace_event(
             }
             b"expired" | b"evicted" => {
                 let db = ctx.db();
-                state::with(|st| {
-                    if let Some((udb, uname, tenant)) = st.last_unlinked.take() {
-                        if udb == db && uname == name {
-                            let c = if event == b"expired" {
-                                Counter::Expired
-                            } else {
-                                Counter::Evicted
-                            };
-                            st.stats.bump(&tenant, c, true);
-                        }
+                let unlinked = state::with(|st| st.last_unlinked.take());
+                if let Some((udb, uname, tenant)) = unlinked {
+                    if udb == db && uname == name {
+                        let c = if event == b"expired" {
+                            Counts::EXPIRED
+                        } else {
+                            Counts::EVICTED
+                        };
+                        apply::count(&tenant, c, true);
                     }
-                });
+                }
             }
             _ => {}
         }
@@ -165,19 +162,14 @@ fn rebuild_index(ctx: Ctx) {
 
 /// Subscribes to every event above; false if Redis refused one.
 pub fn subscribe(ctx: Ctx) -> bool {
-    let ev = |id: u64| raw::RedisModuleEvent { id, dataver: 1 };
-    type Cb = unsafe extern "C" fn(*mut raw::RedisModuleCtx, raw::RedisModuleEvent, u64, *mut c_void);
-    let servers: [(u64, Cb); 3] = [
+    let servers: [(u64, register::ServerEventFn); 3] = [
         (raw::REDISMODULE_EVENT_FLUSHDB, on_flush),
         (raw::REDISMODULE_EVENT_SWAPDB, on_swapdb),
         (raw::REDISMODULE_EVENT_LOADING, on_loading),
     ];
-    let ok = raw::REDISMODULE_OK as c_int;
-    for (id, cb) in servers {
-        if unsafe { api!(RedisModule_SubscribeToServerEvent)(ctx.0, ev(id), Some(cb)) } != ok {
-            return false;
-        }
-    }
     let types = raw::NotifyEvent::GENERIC | raw::NotifyEvent::EXPIRED | raw::NotifyEvent::EVICTED;
-    unsafe { api!(RedisModule_SubscribeToKeyspaceEvents)(ctx.0, types.bits(), Some(on_keyspace_event)) == ok }
+    servers
+        .into_iter()
+        .all(|(id, cb)| register::server_event(ctx, id, cb))
+        && register::keyspace_events(ctx, types, on_keyspace_event)
 }
