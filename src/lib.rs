@@ -20,7 +20,10 @@ use glue::rm::{self, register, Ctx};
 use glue::{cmd_index, cmd_internal, cmd_keyring, cmd_session, cmd_tenant, events, guard};
 
 /// The command table: name, handler, flags, first/last/step key, arity.
-/// `internal` rows are the effect commands, refused to clients.
+/// `internal` rows are the effect commands: refused at run time to anything
+/// but the primary's link and the AOF loader (`guard::run`), and registered
+/// so that no ACL category an operator grants covers them (see
+/// `register::internal_command`).
 macro_rules! command_table {
     ($($kind:ident [$name:literal, $handler:path, $flags:literal, $first:literal, $last:literal, $step:literal, $arity:literal]),* $(,)?) => {
         fn register_commands(ctx: Ctx) -> Status {
@@ -32,7 +35,11 @@ macro_rules! command_table {
                 ) -> c_int {
                     guard::run(ctx, argv, argc, $name, $arity, guard::Caller::$kind, $handler)
                 }
-                if !register::command(ctx, $name, handler, $flags, ($first, $last, $step)) {
+                let registered = match guard::Caller::$kind {
+                    guard::Caller::client => register::command(ctx, $name, handler, $flags, ($first, $last, $step)),
+                    guard::Caller::internal => register::internal_command(ctx, $name, handler, $flags, ($first, $last, $step)),
+                };
+                if !registered {
                     ctx.log_warning(concat!("session: could not register ", $name));
                     return Status::Err;
                 }
@@ -64,9 +71,9 @@ command_table! {
     client ["session.keyring|reload", cmd_keyring::reload, "admin", 0, 0, 0, 2],
     client ["session.keyring|list", cmd_keyring::list, "admin", 0, 0, 0, 2],
     // Effects, from the primary's link and the AOF only (glue::wire).
-    internal ["session.apply", cmd_internal::apply, "write deny-oom", 1, 1, 1, -3],
-    internal ["session.applyset", cmd_internal::apply_set, "write deny-oom", 1, 1, 1, -5],
-    internal ["session.applyrenew", cmd_internal::apply_renew, "write fast", 1, 1, 1, 5],
+    internal ["session.apply", cmd_internal::apply, "admin deny-script deny-oom", 1, 1, 1, -3],
+    internal ["session.applyset", cmd_internal::apply_set, "admin deny-script deny-oom", 1, 1, 1, -5],
+    internal ["session.applyrenew", cmd_internal::apply_renew, "admin deny-script", 1, 1, 1, 5],
 }
 
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {

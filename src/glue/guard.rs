@@ -109,10 +109,20 @@ pub(crate) fn run(
     argc: c_int,
     name: &str,
     arity: Arity,
-    _caller: Caller,
+    caller: Caller,
     handler: fn(Ctx, Args) -> CmdResult,
 ) -> c_int {
     let ctx = Ctx(ctx);
+    // An effect command writes whatever values it carries (any version,
+    // subject, deadline or size, past every limit): only the primary's
+    // link and the AOF loader may send one. The context flags say which
+    // sent this; a client, even one the ACL lets through, is refused.
+    if caller == Caller::internal && !ctx.is_primary_or_loading() {
+        ctx.reply_error(&format!(
+            "ERR '{name}' is internal: only a primary's replication link or the AOF may send it"
+        ));
+        return raw::REDISMODULE_OK as c_int;
+    }
     let argv: &[RStr] = if argv.is_null() || argc <= 0 {
         &[]
     } else {

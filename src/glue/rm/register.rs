@@ -49,6 +49,26 @@ pub fn command(ctx: Ctx, name: &str, handler: CmdFunc, flags: &str, keys: (c_int
     }
 }
 
+/// Registers an effect command. Its `flags` carry neither `write`,
+/// `readonly` nor `fast`, so on servers that derive ACL categories from
+/// flags (7.2+) it is in none of `@write`, `@read`, `@fast`; `admin` puts it
+/// in `@admin`/`@dangerous` (and keeps it out of `MONITOR`), which already
+/// grant the keys to everything. Redis 7.0 gives module commands no
+/// category at all: only `+@all` or naming the command grants it. Where the
+/// server knows the `internal` flag (Redis 8), the command is also hidden
+/// from clients altogether (it answers as an unknown command); the flag is
+/// tried first and dropped where the server refuses it. Whatever the ACL,
+/// `guard::run` refuses it to clients.
+pub fn internal_command(
+    ctx: Ctx,
+    name: &str,
+    handler: CmdFunc,
+    flags: &str,
+    keys: (c_int, c_int, c_int),
+) -> bool {
+    command(ctx, name, handler, &format!("{flags} internal"), keys) || command(ctx, name, handler, flags, keys)
+}
+
 /// Writes signal `WATCH`/tracking themselves (so a read or a suppressed
 /// touch, which open the key for writing, does not), and the type's
 /// callbacks handle I/O errors.
