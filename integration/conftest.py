@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sessionlib import MODULE_PATH, Server, replicate
+from sessionlib import MODULE_PATH, FakePrimary, Server, replicate
 
 
 DEFAULT_TIMEOUT = 300  # seconds per test, when pytest-timeout is installed
@@ -94,6 +94,24 @@ def make_pair(make_server):
         return primary, replica
 
     return make
+
+
+@pytest.fixture
+def make_fed(make_server):
+    """Factory: a server fed by a `FakePrimary` (writable replica, so tests
+    also write to it as clients): make_fed(module_args=..., config=...) ->
+    (server, feeder). The feeder is how tests send internal effects."""
+    feeders = []
+
+    def make(module_args=None, config=None, name="fed"):
+        srv = make_server(module_args=module_args, config=config, name=name)
+        primary = FakePrimary.feed(srv)
+        feeders.append(primary)
+        return srv, primary
+
+    yield make
+    for f in feeders:
+        f.close()
 
 
 @pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])

@@ -23,6 +23,7 @@ import pytest
 import redis
 
 from sessionlib import (
+    FakePrimary,
     ServerDied,
     dump_join,
     dump_split,
@@ -1102,8 +1103,8 @@ def test_keyring_reload_opens_sessions_held_sealed(make_server, keyfile, tmp_pat
 
 def test_apply_payload_in_plaintext_goes_into_the_aof_sealed(make_server, keyfile):
     """SESSION.APPLY is passed on in the form this server writes out: a
-    plaintext payload (from a primary without a key file, or any client)
-    reaches a sealed server's AOF sealed."""
+    plaintext payload (from a primary without a key file) reaches a sealed
+    server's AOF sealed."""
     plain = plain_server(make_server, name="plain", config={"appendonly": "yes", "aof-use-rdb-preamble": "no"})
     plain.wait_aof_rewrite_done()
     rp = plain.client(decode=False)
@@ -1116,10 +1117,12 @@ def test_apply_payload_in_plaintext_goes_into_the_aof_sealed(make_server, keyfil
     payload = applies[-1][2]
 
     srv = sealed_server(make_server, keyfile, config={"appendonly": "yes", "aof-use-rdb-preamble": "no"})
+    feed = FakePrimary.feed(srv)
     srv.wait_aof_rewrite_done()
     r = srv.client(decode=False)
-    assert cmd(r, "SESSION.APPLY", k, payload) == b"OK"
-    assert cmd(r, "SESSION.APPLY", k, payload, "NOEXPIRE") == b"OK"
+    feed.call("SESSION.APPLY", k, payload)
+    feed.call("SESSION.APPLY", k, payload, "NOEXPIRE")
+    feed.close()
     assert data_of(r, k) == {b"cart": m}
     arte = aof_files(srv)
     assert_markers(arte, [m], True)
