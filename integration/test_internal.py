@@ -148,6 +148,7 @@ def test_replication_and_aof_replay_hold_the_primary_digest(make_pair, preamble)
     replicate(replica, primary)
     wait_sync(primary, replica)
     assert replica.digest() == digest
+    replica.wait_aof_rewrite_done()  # a full sync rewrites its AOF; SHUTDOWN waits for none
 
 
 def test_migrate_and_restore_still_work(make_server):
