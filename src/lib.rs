@@ -19,61 +19,72 @@ use glue::info::section as info;
 use glue::rm::{self, register, Ctx};
 use glue::{cmd_index, cmd_internal, cmd_keyring, cmd_session, cmd_tenant, events, guard};
 
-/// The command table: name, handler, flags, first/last/step key, arity.
-/// `internal` rows are the effect commands: refused at run time to anything
-/// but the primary's link and the AOF loader (`guard::run`), and registered
-/// so that no ACL category an operator grants covers them (see
-/// `register::internal_command`).
+/// The command table, in three groups: keyed commands (first/last/step
+/// key 1, 1, 1), keyless ones, and the effect commands. Each row: name,
+/// handler, flags, arity. Effect commands are refused at run time to
+/// anything but the primary's link and the AOF loader (`guard::run`), and
+/// registered so that no ACL category an operator grants covers them
+/// (`register::internal_command`).
 macro_rules! command_table {
-    ($($kind:ident [$name:literal, $handler:path, $flags:literal, $first:literal, $last:literal, $step:literal, $arity:literal]),* $(,)?) => {
+    (
+        keyed { $($kname:literal, $khandler:path, $kflags:literal, $karity:literal;)* }
+        keyless { $($name:literal => $handler:path, $flags:literal, $arity:literal;)* }
+        internal { $($iname:literal => ($ihandler:path) $iflags:literal, $iarity:literal;)* }
+    ) => {
         fn register_commands(ctx: Ctx) -> Status {
-            $({
-                extern "C" fn handler(
-                    ctx: *mut raw::RedisModuleCtx,
-                    argv: *mut rm::RStr,
-                    argc: c_int,
-                ) -> c_int {
-                    guard::run(ctx, argv, argc, $name, $arity, guard::Caller::$kind, $handler)
-                }
-                let registered = match guard::Caller::$kind {
-                    guard::Caller::client => register::command(ctx, $name, handler, $flags, ($first, $last, $step)),
-                    guard::Caller::internal => register::internal_command(ctx, $name, handler, $flags, ($first, $last, $step)),
-                };
-                if !registered {
-                    ctx.log_warning(concat!("session: could not register ", $name));
-                    return Status::Err;
-                }
-            })*
+            $(command_row!(ctx, client, $kname, $khandler, $kflags, (1, 1, 1), $karity);)*
+            $(command_row!(ctx, client, $name, $handler, $flags, (0, 0, 0), $arity);)*
+            $(command_row!(ctx, internal, $iname, $ihandler, $iflags, (1, 1, 1), $iarity);)*
             Status::Ok
         }
     };
 }
 
+/// Registers one row of the table, its handler run by `guard::run`.
+macro_rules! command_row {
+    ($ctx:ident, $caller:ident, $name:literal, $handler:path, $flags:literal, $keys:expr, $arity:literal) => {{
+        extern "C" fn handler(ctx: *mut raw::RedisModuleCtx, argv: *mut rm::RStr, argc: c_int) -> c_int {
+            guard::run(ctx, argv, argc, $name, $arity, guard::Caller::$caller, $handler)
+        }
+        let registered = match guard::Caller::$caller {
+            guard::Caller::client => register::command($ctx, $name, handler, $flags, $keys),
+            guard::Caller::internal => register::internal_command($ctx, $name, handler, $flags, $keys),
+        };
+        if !registered {
+            $ctx.log_warning(concat!("session: could not register ", $name));
+            return Status::Err;
+        }
+    }};
+}
+
 command_table! {
-    // Keyed session commands.
-    client ["session.create", cmd_session::create, "write deny-oom", 1, 1, 1, -2],
-    client ["session.get", cmd_session::get, "write fast", 1, 1, 1, -2],
-    client ["session.renew", cmd_session::renew, "write fast", 1, 1, 1, -2],
-    client ["session.set", cmd_session::set, "write deny-oom", 1, 1, 1, -3],
-    client ["session.cas", cmd_session::cas, "write deny-oom", 1, 1, 1, -3],
-    client ["session.revoke", cmd_session::revoke, "write fast", 1, 1, 1, -2],
-    client ["session.ttl", cmd_session::ttl, "readonly fast", 1, 1, 1, 2],
-    // Keyless commands naming a tenant.
-    client ["session.list", cmd_index::list, "readonly", 0, 0, 0, 3],
-    client ["session.revokeall", cmd_index::revoke_all, "write", 0, 0, 0, -3],
-    client ["session.count", cmd_index::count, "readonly", 0, 0, 0, -2],
-    client ["session.stats", cmd_index::stats, "readonly", 0, 0, 0, -1],
-    client ["session.tenant|set", cmd_tenant::set, "write", 0, 0, 0, -4],
-    // Settings and keys.
-    client ["session.tenant|get", cmd_tenant::get, "readonly", 0, 0, 0, 3],
-    client ["session.tenant|del", cmd_tenant::del, "write", 0, 0, 0, 3],
-    client ["session.tenant|list", cmd_tenant::list, "readonly", 0, 0, 0, 2],
-    client ["session.keyring|reload", cmd_keyring::reload, "admin", 0, 0, 0, 2],
-    client ["session.keyring|list", cmd_keyring::list, "admin", 0, 0, 0, 2],
-    // Effects, from the primary's link and the AOF only (glue::wire).
-    internal ["session.apply", cmd_internal::apply, "admin deny-script deny-oom", 1, 1, 1, -3],
-    internal ["session.applyset", cmd_internal::apply_set, "admin deny-script deny-oom", 1, 1, 1, -5],
-    internal ["session.applyrenew", cmd_internal::apply_renew, "admin deny-script", 1, 1, 1, 5],
+    keyed {
+        "session.create", cmd_session::create, "write deny-oom", -2;
+        "session.get", cmd_session::get, "write fast", -2;
+        "session.renew", cmd_session::renew, "write fast", -2;
+        "session.set", cmd_session::set, "write deny-oom", -3;
+        "session.cas", cmd_session::cas, "write deny-oom", -3;
+        "session.revoke", cmd_session::revoke, "write fast", -2;
+        "session.ttl", cmd_session::ttl, "readonly fast", 2;
+    }
+    keyless {
+        "session.list" => cmd_index::list, "readonly", 3;
+        "session.revokeall" => cmd_index::revoke_all, "write", -3;
+        "session.count" => cmd_index::count, "readonly", -2;
+        "session.stats" => cmd_index::stats, "readonly", -1;
+        "session.tenant|set" => cmd_tenant::set, "write", -4;
+        "session.tenant|get" => cmd_tenant::get, "readonly", 3;
+        "session.tenant|del" => cmd_tenant::del, "write", 3;
+        "session.tenant|list" => cmd_tenant::list, "readonly", 2;
+        "session.keyring|reload" => cmd_keyring::reload, "admin", 2;
+        "session.keyring|list" => cmd_keyring::list, "admin", 2;
+    }
+    // The effects (glue::wire), from the primary's link and the AOF only.
+    internal {
+        "session.apply" => (cmd_internal::apply) "admin deny-script deny-oom", -3;
+        "session.applyset" => (cmd_internal::apply_set) "admin deny-script deny-oom", -5;
+        "session.applyrenew" => (cmd_internal::apply_renew) "admin deny-script", 5;
+    }
 }
 
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {

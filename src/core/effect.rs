@@ -6,13 +6,14 @@
 //! propagation, the signal, the event, the index and the counters.
 //!
 //! A new kind of write is a transition here returning an effect (a new
-//! variant if none fits) plus its line in the applier.
+//! variant if none fits) plus its line in the applier. A create is
+//! `Session::create` and the effect `Effect::Whole(Whole::Created)`.
 
 use std::borrow::Cow;
 use std::ffi::CStr;
 
 use super::flatmap::FlatMap;
-use super::session::{Error, Flags, Limits, Renewal, Session, Timeouts};
+use super::session::{Error, Flags, Limits, Renewal, Session};
 use super::stats::Counts;
 
 /// Name/value pairs borrowed from a command's arguments.
@@ -106,19 +107,6 @@ impl<R: Clone> Effect<'_, R> {
             _ => Counts::empty(),
         }
     }
-}
-
-/// A new session. The effect stores it whole.
-pub fn create<R: Clone>(
-    now: i64,
-    subject: &[u8],
-    t: Timeouts,
-    meta: FlatMap,
-    data: FlatMap,
-    limits: &Limits,
-) -> Result<(Session, Effect<'static, R>), Error> {
-    let s = Session::create(now, subject, t, meta, data, limits)?;
-    Ok((s, Effect::Whole(Whole::Created)))
 }
 
 /// A sliding renewal; the effect is `None` when the touch resolution
@@ -230,7 +218,7 @@ pub fn refusal_counts(e: &Error) -> Counts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::session::{State, DEFAULT_REASON};
+    use crate::core::session::{State, Timeouts, DEFAULT_REASON};
 
     const T: Timeouts = Timeouts {
         idle: 1000,
@@ -240,9 +228,7 @@ mod tests {
 
     fn fresh() -> Session {
         let data = FlatMap::from_pairs([(&b"a"[..], &b"1"[..])]);
-        create::<()>(0, b"u", T, FlatMap::new(), data, &Limits::NONE)
-            .unwrap()
-            .0
+        Session::create(0, b"u", T, FlatMap::new(), data, &Limits::NONE).unwrap()
     }
 
     fn write<'a>(data: Pairs<'a>, unset: Vec<&'a [u8]>) -> FieldWrite<'a, ()> {

@@ -10,7 +10,7 @@ use super::helpers::{
 use super::parse::{self, is, once};
 use super::rm::{self, Ctx, Key, Slot};
 use super::{config, sealing};
-use crate::core::effect::{self, FieldWrite};
+use crate::core::effect::{self, Effect, FieldWrite, Whole};
 use crate::core::flatmap::FlatMap;
 use crate::core::index::Before;
 use crate::core::keys::SessionKey;
@@ -59,7 +59,7 @@ pub fn create(ctx: Ctx, args: Args) -> CmdResult {
     };
     let subject = subject.unwrap_or_default();
     let now = rm::now_ms();
-    let (session, e) = effect::create(
+    let session = Session::create(
         now,
         subject,
         t,
@@ -85,6 +85,7 @@ pub fn create(ctx: Ctx, args: Args) -> CmdResult {
             }
         }
     }
+    let e: apply::Effect = Effect::Whole(Whole::Created);
     let s = apply::commit(
         ctx,
         &key,

@@ -71,80 +71,75 @@ unsafe extern "C" fn on_keyspace_event(
     raw::REDISMODULE_OK as c_int
 }
 
-unsafe extern "C" fn on_flush(
-    _ctx: *mut raw::RedisModuleCtx,
-    _e: raw::RedisModuleEvent,
-    sub: u64,
-    data: *mut c_void,
-) {
-    guarded((), || {
-        if sub != raw::REDISMODULE_SUBEVENT_FLUSHDB_START {
-            return;
-        }
-        let info = unsafe { data.cast::<raw::RedisModuleFlushInfo>().as_ref() };
-        let dbnum = info.map_or(-1, |i| i.dbnum);
-        state::with(|st| {
-            if dbnum < 0 {
-                st.index.clear();
-            } else {
-                st.index.clear_db(dbnum as usize);
-            }
-        });
-    })
-}
-
-unsafe extern "C" fn on_swapdb(
-    _ctx: *mut raw::RedisModuleCtx,
-    _e: raw::RedisModuleEvent,
-    _sub: u64,
-    data: *mut c_void,
-) {
-    guarded((), || {
-        if let Some(info) = unsafe { data.cast::<raw::RedisModuleSwapDbInfo>().as_ref() } {
-            let (a, b) = (
-                info.dbnum_first.max(0) as usize,
-                info.dbnum_second.max(0) as usize,
-            );
-            state::with(|st| st.index.swap_dbs(a, b));
-        }
-    })
-}
-
-unsafe extern "C" fn on_loading(
+/// The server events: flush, swapdb and loading, each to its handler.
+unsafe extern "C" fn on_server_event(
     ctx: *mut raw::RedisModuleCtx,
-    _e: raw::RedisModuleEvent,
+    e: raw::RedisModuleEvent,
     sub: u64,
-    _data: *mut c_void,
+    data: *mut c_void,
 ) {
-    guarded((), || {
-        let ctx = Ctx(ctx);
-        match sub {
-            raw::REDISMODULE_SUBEVENT_LOADING_RDB_START
-            | raw::REDISMODULE_SUBEVENT_LOADING_AOF_START
-            | raw::REDISMODULE_SUBEVENT_LOADING_REPL_START => state::with(|st| {
-                // An RDB loaded into a keyspace without live sessions:
-                // rdb_load indexes each value as it reads it, no scan after.
-                // (An AOF runs commands that move and replace keys; it is
-                // indexed by a scan at the end.)
-                st.index_while_loading =
-                    st.index.is_empty() && sub != raw::REDISMODULE_SUBEVENT_LOADING_AOF_START;
-                st.index.clear();
-                st.last_unlinked = None;
-                state::FREED_WHILE_LOADING.store(0, Ordering::SeqCst);
-                state::set_loading(true);
-            }),
-            raw::REDISMODULE_SUBEVENT_LOADING_ENDED | raw::REDISMODULE_SUBEVENT_LOADING_FAILED => {
-                state::set_loading(false);
-                let exact = state::with(|st| std::mem::take(&mut st.index_while_loading))
-                    && sub == raw::REDISMODULE_SUBEVENT_LOADING_ENDED
-                    && state::FREED_WHILE_LOADING.load(Ordering::SeqCst) == 0;
-                if !exact {
-                    rebuild_index(ctx);
-                }
-            }
-            _ => {}
-        }
+    guarded((), || match e.id {
+        raw::REDISMODULE_EVENT_FLUSHDB => on_flush(sub, data),
+        raw::REDISMODULE_EVENT_SWAPDB => on_swapdb(data),
+        raw::REDISMODULE_EVENT_LOADING => on_loading(Ctx(ctx), sub),
+        _ => {}
     })
+}
+
+fn on_flush(sub: u64, data: *mut c_void) {
+    if sub != raw::REDISMODULE_SUBEVENT_FLUSHDB_START {
+        return;
+    }
+    // SAFETY: Redis passes the flush info with this event.
+    let info = unsafe { data.cast::<raw::RedisModuleFlushInfo>().as_ref() };
+    let dbnum = info.map_or(-1, |i| i.dbnum);
+    state::with(|st| {
+        if dbnum < 0 {
+            st.index.clear();
+        } else {
+            st.index.clear_db(dbnum as usize);
+        }
+    });
+}
+
+fn on_swapdb(data: *mut c_void) {
+    // SAFETY: Redis passes the swapdb info with this event.
+    if let Some(info) = unsafe { data.cast::<raw::RedisModuleSwapDbInfo>().as_ref() } {
+        let (a, b) = (
+            info.dbnum_first.max(0) as usize,
+            info.dbnum_second.max(0) as usize,
+        );
+        state::with(|st| st.index.swap_dbs(a, b));
+    }
+}
+
+fn on_loading(ctx: Ctx, sub: u64) {
+    match sub {
+        raw::REDISMODULE_SUBEVENT_LOADING_RDB_START
+        | raw::REDISMODULE_SUBEVENT_LOADING_AOF_START
+        | raw::REDISMODULE_SUBEVENT_LOADING_REPL_START => state::with(|st| {
+            // An RDB loaded into a keyspace without live sessions:
+            // rdb_load indexes each value as it reads it, no scan after.
+            // (An AOF runs commands that move and replace keys; it is
+            // indexed by a scan at the end.)
+            st.index_while_loading =
+                st.index.is_empty() && sub != raw::REDISMODULE_SUBEVENT_LOADING_AOF_START;
+            st.index.clear();
+            st.last_unlinked = None;
+            state::FREED_WHILE_LOADING.store(0, Ordering::SeqCst);
+            state::set_loading(true);
+        }),
+        raw::REDISMODULE_SUBEVENT_LOADING_ENDED | raw::REDISMODULE_SUBEVENT_LOADING_FAILED => {
+            state::set_loading(false);
+            let exact = state::with(|st| std::mem::take(&mut st.index_while_loading))
+                && sub == raw::REDISMODULE_SUBEVENT_LOADING_ENDED
+                && state::FREED_WHILE_LOADING.load(Ordering::SeqCst) == 0;
+            if !exact {
+                rebuild_index(ctx);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Rebuilds the index from the keyspace, once, after a load that could not
@@ -162,14 +157,14 @@ fn rebuild_index(ctx: Ctx) {
 
 /// Subscribes to every event above; false if Redis refused one.
 pub fn subscribe(ctx: Ctx) -> bool {
-    let servers: [(u64, register::ServerEventFn); 3] = [
-        (raw::REDISMODULE_EVENT_FLUSHDB, on_flush),
-        (raw::REDISMODULE_EVENT_SWAPDB, on_swapdb),
-        (raw::REDISMODULE_EVENT_LOADING, on_loading),
+    let servers = [
+        raw::REDISMODULE_EVENT_FLUSHDB,
+        raw::REDISMODULE_EVENT_SWAPDB,
+        raw::REDISMODULE_EVENT_LOADING,
     ];
     let types = raw::NotifyEvent::GENERIC | raw::NotifyEvent::EXPIRED | raw::NotifyEvent::EVICTED;
     servers
         .into_iter()
-        .all(|(id, cb)| register::server_event(ctx, id, cb))
+        .all(|id| register::server_event(ctx, id, on_server_event))
         && register::keyspace_events(ctx, types, on_keyspace_event)
 }

@@ -66,7 +66,8 @@ pub fn internal_command(
     flags: &str,
     keys: (c_int, c_int, c_int),
 ) -> bool {
-    command(ctx, name, handler, &format!("{flags} internal"), keys) || command(ctx, name, handler, flags, keys)
+    command(ctx, name, handler, &format!("{flags} internal"), keys)
+        || command(ctx, name, handler, flags, keys)
 }
 
 /// Writes signal `WATCH`/tracking themselves (so a read or a suppressed
