@@ -1,0 +1,178 @@
+"""redis_session.flask on a real server: laziness, cookies, field-level
+writes, rotation, revocation, configuration."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from apps_flask import FlaskAdapter
+from conftest import commandstats
+from flask import Flask, session
+from harness import DELETED, Gate
+
+from redis_session import SessionStore
+from redis_session.flask import RedisSessionInterface
+
+
+@pytest.fixture
+def ours(server: Any) -> Any:
+    a = FlaskAdapter("ours", server.port, Gate())
+    yield a
+    a.close()
+
+
+def _store(server: Any, tenant: str = "flask") -> SessionStore[Any]:
+    return SessionStore.from_url(f"redis://127.0.0.1:{server.port}/0", tenant=tenant)
+
+
+def _calls(server: Any) -> int:
+    return sum(commandstats(server).values())
+
+
+def test_lazy_no_redis_call_when_the_session_is_not_used(ours: Any, server: Any) -> None:
+    sid = ours.request("POST", "/login/alice", None).cookie
+    server.admin().config_resetstat()
+    for path_sid in (None, sid, "not a valid sid!"):
+        r = ours.request("GET", "/plain", path_sid)
+        assert r.status == 200 and r.cookie is None
+    assert _calls(server) == 0
+    r = ours.request("GET", "/view", "x" * 10)  # malformed: not worth a round trip
+    assert "stranger" in r.text
+    assert _calls(server) == 0
+
+
+def test_cookie_flags_and_sid(server: Any) -> None:
+    app = Flask("flags")
+    RedisSessionInterface(_store(server)).init_app(app)
+
+    @app.post("/login")
+    def login() -> str:
+        session.login("alice")  # type: ignore[attr-defined]
+        return "ok"
+
+    r = app.test_client().post("/login")
+    (cookie,) = r.headers.getlist("Set-Cookie")
+    name, _, rest = cookie.partition("=")
+    sid = rest.split(";")[0]
+    assert name == "session" and len(sid) == 43  # secrets.token_urlsafe(32): 256 bits
+    low = cookie.lower()
+    assert "httponly" in low and "samesite=lax" in low and "path=/" in low and "secure" not in low
+    assert "expires=" in low  # SESSION_PERMANENT: PERMANENT_SESSION_LIFETIME
+
+    app2 = Flask("flags2")
+    app2.config.update(SESSION_COOKIE_SECURE=True, SESSION_COOKIE_NAME="sid", SESSION_COOKIE_SAMESITE="Strict",
+                       SESSION_PERMANENT=False)
+    RedisSessionInterface(_store(server)).init_app(app2)
+    app2.post("/login")(login)
+    cookie = app2.test_client().post("/login").headers["Set-Cookie"].lower()
+    assert cookie.startswith("sid=") and "secure" in cookie and "samesite=strict" in cookie
+    assert "expires=" not in cookie  # a browser-session cookie
+
+
+def test_only_changed_keys_are_written(ours: Any, server: Any) -> None:
+    store = _store(server)
+    sid = ours.request("POST", "/login/alice", None).cookie
+    v0 = store.get(sid).version
+    ours.request("POST", "/set/theme/dark", sid)
+    s = store.get(sid)
+    assert s.version == v0 + 1 and s.data["theme"] == "dark" and s.data["user"] == "alice"
+    server.admin().config_resetstat()
+    ours.request("POST", "/set/theme/dark", sid)  # the same value: no write
+    stats = commandstats(server)
+    assert stats.get("session.set", 0) == 0 and stats["session.get"] == 1
+    assert store.get(sid).version == v0 + 1
+
+
+def test_in_place_mutation_is_saved(server: Any) -> None:
+    app = Flask("mut")
+    store = _store(server)
+    RedisSessionInterface(store).init_app(app)
+
+    @app.post("/add/<item>")
+    def add(item: str) -> str:
+        session.setdefault("cart", [])
+        session["cart"].append(item)  # no assignment: found by the comparison with what was read
+        return "ok"
+
+    c = app.test_client()
+    c.post("/add/a")
+    c.post("/add/b")
+    sid = c.get_cookie("session").value
+    assert store.get(sid).data["cart"] == ["a", "b"]
+
+
+def test_login_rotates_and_records_the_device(server: Any) -> None:
+    store = _store(server)
+    a = FlaskAdapter("ours", server.port, Gate())
+    try:
+        s0 = a.request("POST", "/set/cart/1", None).cookie
+        assert store.get(s0).subject == ""
+        s1 = a.request("POST", "/login/alice", s0).cookie
+        assert s1 and s1 != s0
+        new = store.get(s1)
+        assert new.subject == "alice" and new.data == {"cart": "1", "user": "alice"}
+        assert new.meta["ip"] == "127.0.0.1" and "Werkzeug" in new.meta["ua"]
+        assert store.list("alice") == [s1]
+        with pytest.raises(Exception) as e:
+            store.get(s0)
+        assert getattr(e.value, "reason", None) == "rotated"
+    finally:
+        a.close()
+
+
+def test_revoked_elsewhere_reason_and_cookie_deleted(ours: Any, server: Any) -> None:
+    store = _store(server)
+    sid = ours.request("POST", "/login/alice", None).cookie
+    store.revoke(sid, reason="admin: password reset")
+    r = ours.request("GET", "/me", sid)
+    assert r.text == "user=;reason=admin: password reset"
+    assert r.cookie == DELETED
+
+
+def test_clear_logs_out(server: Any) -> None:
+    app = Flask("clear")
+    store = _store(server)
+    RedisSessionInterface(store).init_app(app)
+
+    @app.post("/in")
+    def sign_in() -> str:
+        session.login("bob")  # type: ignore[attr-defined]
+        session["x"] = 1
+        return "ok"
+
+    @app.post("/out")
+    def sign_out() -> str:
+        session.clear()
+        return "ok"
+
+    c = app.test_client()
+    c.post("/in")
+    sid = c.get_cookie("session").value
+    r = c.post("/out")
+    assert "session=;" in r.headers["Set-Cookie"]
+    assert store.count("bob") == 0
+
+
+def test_unknown_sid_is_not_adopted(ours: Any, server: Any) -> None:
+    store = _store(server)
+    forged = "A" * 43
+    r = ours.request("POST", "/set/k/v", forged)
+    assert r.cookie and r.cookie != forged
+    assert store.get(forged) is None and store.get(r.cookie).data == {"k": "v"}
+
+
+def test_config_from_url(server: Any) -> None:
+    app = Flask("cfg")
+    app.config.update(SESSION_REDIS_URL=f"redis://127.0.0.1:{server.port}/0", SESSION_TENANT="cfgtenant")
+    RedisSessionInterface().init_app(app)
+
+    @app.post("/")
+    def index() -> str:
+        session["a"] = 1
+        return "ok"
+
+    c = app.test_client()
+    c.post("/")
+    sid = c.get_cookie("session").value
+    assert _store(server, "cfgtenant").get(sid).data == {"a": 1}
