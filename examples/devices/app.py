@@ -168,13 +168,33 @@ def page(title: str, body: str, theme: str = "light", user: str = "") -> HTMLRes
 
 def device_name(ua: str) -> str:
     browser = next(
-        (b for k, b in (("Edg/", "Edge"), ("Firefox/", "Firefox"), ("Chrome/", "Chrome"), ("Safari/", "Safari"),
-                        ("curl/", "curl"), ("python", "Python")) if k in ua),
+        (
+            b
+            for k, b in (
+                ("Edg/", "Edge"),
+                ("Firefox/", "Firefox"),
+                ("Chrome/", "Chrome"),
+                ("Safari/", "Safari"),
+                ("curl/", "curl"),
+                ("python", "Python"),
+            )
+            if k in ua
+        ),
         "Browser",
     )
     os_ = next(
-        (o for k, o in (("Android", "Android"), ("iPhone", "iPhone"), ("iPad", "iPad"), ("Windows", "Windows"),
-                        ("Mac OS", "macOS"), ("Linux", "Linux")) if k in ua),
+        (
+            o
+            for k, o in (
+                ("Android", "Android"),
+                ("iPhone", "iPhone"),
+                ("iPad", "iPad"),
+                ("Windows", "Windows"),
+                ("Mac OS", "macOS"),
+                ("Linux", "Linux"),
+            )
+            if k in ua
+        ),
         "",
     )
     label = f"{browser} on {os_}" if os_ else browser
@@ -217,7 +237,7 @@ async def healthz() -> str:
 
 @app.get("/login", response_model=None)
 async def login_form(request: Request, msg: str | None = None) -> Response:
-    return login_page(REASONS.get(msg or "", None))
+    return login_page(REASONS.get(msg or ""))
 
 
 @app.post("/login", response_model=None)

@@ -39,6 +39,7 @@ from django.contrib.sessions.backends.base import CreateError, SessionBase, Upda
 from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
 from django.http import HttpRequest
 
+from .errors import SessionExists
 from .protocol import valid_sid
 from .web import (
     LOGOUT,
@@ -56,7 +57,6 @@ from .web import (
     run,
     update_steps,
 )
-from .errors import SessionExists
 
 if TYPE_CHECKING:
     from . import AsyncSessionStore
@@ -68,8 +68,8 @@ __all__ = ["SessionMiddleware", "SessionStore", "get_async_store", "get_store"]
 #: where Django keeps the logged-in user's id in the session
 AUTH_USER_KEY = "_auth_user_id"
 
-_stores: dict[tuple[str, str], Store] = {}
-_async_stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], AsyncSessionStore]] = (
+_stores: dict[tuple[str, str], Store[Any]] = {}
+_async_stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], AsyncSessionStore[Any]]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -81,7 +81,7 @@ def _config() -> tuple[str, str]:
     )
 
 
-def get_store() -> Store:
+def get_store() -> Store[Any]:
     """The process's sync store for the configured URL and tenant."""
     from . import SessionStore as Store
 
@@ -92,7 +92,7 @@ def get_store() -> Store:
     return store
 
 
-def get_async_store() -> AsyncSessionStore:
+def get_async_store() -> AsyncSessionStore[Any]:
     """The asyncio store for the running event loop (an asyncio connection
     pool belongs to the loop that opened it)."""
     from . import AsyncSessionStore
@@ -129,6 +129,13 @@ class SessionStore(SessionBase):
     def _validate_session_key(self, key: Any) -> bool:
         return valid_sid(key)
 
+    def _data(self, no_load: bool = False) -> dict[str, Any]:
+        """SessionBase's lazily loaded dict (private in Django, absent from its stubs)."""
+        return self._get_session(no_load=no_load)  # type: ignore[attr-defined,no-any-return]
+
+    async def _adata(self, no_load: bool = False) -> dict[str, Any]:
+        return await self._aget_session(no_load=no_load)  # type: ignore[attr-defined,no-any-return]
+
     def _subject(self, data: Mapping[str, Any]) -> str:
         user = data.get(AUTH_USER_KEY)
         return "" if user is None else str(user)
@@ -154,9 +161,8 @@ class SessionStore(SessionBase):
         if sid is None:
             raise UpdateError
         if must_create:
-            reply = yield Call(
-                "create", (), {"sid": sid, "subject": self._subject(data), "data": dict(data), "meta": self.request_meta}
-            )
+            kwargs = {"sid": sid, "subject": self._subject(data), "data": dict(data), "meta": self.request_meta}
+            reply = yield Call("create", (), kwargs)
             if isinstance(reply, SessionExists):
                 raise CreateError
             self._stored = reply
@@ -192,7 +198,7 @@ class SessionStore(SessionBase):
         return run(get_store(), _exists_steps(session_key))
 
     def create(self) -> None:
-        data = self._get_session(no_load=True)
+        data = self._data(no_load=True)
         self._session_key = new_sid()
         self._pending_create = False
         self._rotate_from = None
@@ -200,7 +206,7 @@ class SessionStore(SessionBase):
         self.modified = True
 
     def save(self, must_create: bool = False) -> None:
-        data = self._get_session(no_load=must_create)
+        data = self._data(no_load=must_create)
         if self.session_key is None:
             return self.create()
         run(get_store(), self._save_steps(must_create, data))
@@ -214,7 +220,7 @@ class SessionStore(SessionBase):
             self._stored = None
 
     def cycle_key(self) -> None:
-        self._cycle(self._get_session())
+        self._cycle(self._data())
 
     @classmethod
     def clear_expired(cls) -> None:
@@ -228,7 +234,7 @@ class SessionStore(SessionBase):
         return await arun(get_async_store(), _exists_steps(session_key))
 
     async def acreate(self) -> None:
-        data = await self._aget_session(no_load=True)
+        data = await self._adata(no_load=True)
         self._session_key = new_sid()
         self._pending_create = False
         self._rotate_from = None
@@ -236,7 +242,7 @@ class SessionStore(SessionBase):
         self.modified = True
 
     async def asave(self, must_create: bool = False) -> None:
-        data = await self._aget_session(no_load=must_create)
+        data = await self._adata(no_load=must_create)
         if self.session_key is None:
             return await self.acreate()
         await arun(get_async_store(), self._save_steps(must_create, data))
@@ -250,7 +256,7 @@ class SessionStore(SessionBase):
             self._stored = None
 
     async def acycle_key(self) -> None:
-        self._cycle(await self._aget_session())
+        self._cycle(await self._adata())
 
     @classmethod
     async def aclear_expired(cls) -> None:
@@ -265,6 +271,4 @@ class SessionMiddleware(DjangoSessionMiddleware):
         super().process_request(request)
         session = request.session
         if isinstance(session, SessionStore):
-            session.request_meta = client_meta(
-                request.META.get("REMOTE_ADDR"), request.META.get("HTTP_USER_AGENT")
-            )
+            session.request_meta = client_meta(request.META.get("REMOTE_ADDR"), request.META.get("HTTP_USER_AGENT"))

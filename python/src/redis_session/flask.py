@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["FlaskSession", "RedisSessionInterface"]
 
 
-class FlaskSession(RequestSession, SessionMixin):  # type: ignore[misc]
+class FlaskSession(RequestSession, SessionMixin):
     """Flask's ``session``: a `RequestSession` with Flask's ``permanent``
     and ``new`` attributes (kept out of the stored data)."""
 
@@ -44,7 +44,7 @@ class FlaskSession(RequestSession, SessionMixin):  # type: ignore[misc]
         self._permanent = permanent
 
     @property
-    def permanent(self) -> bool:  # type: ignore[override]
+    def permanent(self) -> bool:
         return self._permanent
 
     @permanent.setter
@@ -60,7 +60,7 @@ class RedisSessionInterface(SessionInterface):
     """Flask's session on the module's store. ``store``: a `SessionStore`
     (or configure ``SESSION_STORE`` / ``SESSION_REDIS_URL`` + ``SESSION_TENANT``)."""
 
-    def __init__(self, store: SessionStore | None = None) -> None:
+    def __init__(self, store: SessionStore[Any] | None = None) -> None:
         self._store = store
 
     def init_app(self, app: Flask) -> None:
@@ -79,7 +79,7 @@ class RedisSessionInterface(SessionInterface):
         app.extensions["redis_session"] = self
 
     @property
-    def store(self) -> SessionStore:
+    def store(self) -> SessionStore[Any]:
         if self._store is None:
             raise RuntimeError("RedisSessionInterface: call init_app(app) first")
         return self._store

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from starlette.datastructures import MutableHeaders
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .web import RequestSession, SessionNotLoaded, arun, client_meta
@@ -50,7 +50,7 @@ __all__ = [
 class AsyncRequestSession(RequestSession):
     """``request.session`` under the middleware: `RequestSession` plus ``aload``."""
 
-    def __init__(self, cookie_sid: str | None, store: AsyncSessionStore, **kwargs: Any) -> None:
+    def __init__(self, cookie_sid: str | None, store: AsyncSessionStore[Any], **kwargs: Any) -> None:
         super().__init__(cookie_sid, **kwargs)
         self._store = store
 
@@ -69,7 +69,7 @@ class SessionMiddleware:
     def __init__(
         self,
         app: ASGIApp,
-        store: AsyncSessionStore,
+        store: AsyncSessionStore[Any],
         session_cookie: str = "session",
         max_age: int | None = 14 * 24 * 60 * 60,
         path: str = "/",
@@ -124,12 +124,9 @@ class SessionMiddleware:
                     if result.cookie == "delete":
                         headers.append(
                             "set-cookie",
-                            f"{self.session_cookie}=null; expires=Thu, 01 Jan 1970 00:00:00 GMT; "
-                            f"{self.security_flags}",
+                            f"{self.session_cookie}=null; expires=Thu, 01 Jan 1970 00:00:00 GMT; {self.security_flags}",
                         )
-                    elif result.sid is not None and (
-                        result.sid != session.cookie_sid or self.max_age is not None
-                    ):
+                    elif result.sid is not None and (result.sid != session.cookie_sid or self.max_age is not None):
                         age = f"; Max-Age={self.max_age}" if self.max_age is not None else ""
                         headers.append("set-cookie", f"{self.session_cookie}={result.sid}{age}; {self.security_flags}")
             await send(message)
@@ -150,18 +147,15 @@ async def load_session(conn: HTTPConnection) -> AsyncRequestSession:
     return await _session_of(conn).aload()
 
 
+async def get_session(request: Request) -> AsyncRequestSession:
+    """FastAPI dependency (or a plain helper): the request's session, loaded."""
+    return await load_session(request)
+
+
 try:
-    from fastapi import Depends, Request
+    from fastapi import Depends
 
-    async def get_session(request: Request) -> AsyncRequestSession:
-        """FastAPI dependency: the request's session, loaded."""
-        return await load_session(request)
-
-    #: ``async def view(session: SessionDep)``
+    #: ``async def view(session: SessionDep)``: the request's session, loaded, typed
     SessionDep = Annotated[AsyncRequestSession, Depends(get_session)]
 except ImportError:  # Starlette without FastAPI
-
-    async def get_session(request: Any) -> AsyncRequestSession:
-        return await load_session(request)
-
     SessionDep = AsyncRequestSession  # type: ignore[misc]

@@ -85,7 +85,7 @@ class Call:
 Steps = Generator[Call, Any, T]
 
 
-def run(store: SessionStore, steps: Steps[T]) -> T:
+def run(store: SessionStore[Any], steps: Steps[T]) -> T:
     """Drive steps on a sync store. `Revoked` and `SessionExists` are
     replies the steps handle themselves; every other exception escapes."""
     reply: Any = None
@@ -100,7 +100,7 @@ def run(store: SessionStore, steps: Steps[T]) -> T:
             reply = e
 
 
-async def arun(store: AsyncSessionStore, steps: Steps[T]) -> T:
+async def arun(store: AsyncSessionStore[Any], steps: Steps[T]) -> T:
     """`run` for an asyncio store."""
     reply: Any = None
     while True:
@@ -412,14 +412,14 @@ class RequestSession(dict[str, Any]):
         self._ensure()
         return super().__eq__(other)
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None
 
     def __repr__(self) -> str:
         if not self._loaded:
             return "<RequestSession (not loaded)>"
         return f"<RequestSession {super().__repr__()}>"
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         self._ensure()
         return super().get(key, default)
 
@@ -435,7 +435,7 @@ class RequestSession(dict[str, Any]):
         self._ensure()
         return super().items()
 
-    def copy(self) -> dict[str, Any]:  # type: ignore[override]
+    def copy(self) -> dict[str, Any]:
         self._ensure()
         return dict(super().items())
 
@@ -470,6 +470,6 @@ class RequestSession(dict[str, Any]):
         self._ensure()
         return dict(super().items()) | dict(other)
 
-    def __ior__(self, other: Any) -> RequestSession:  # type: ignore[override,misc]
+    def __ior__(self, other: Any) -> RequestSession:  # type: ignore[override]
         self.update(other)
         return self

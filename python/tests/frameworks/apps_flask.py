@@ -88,9 +88,7 @@ class FlaskAdapter(Adapter):
     def __init__(self, kind: str, port: int, gate: Gate) -> None:
         super().__init__(gate)
         self.kind = kind
-        self.library = (
-            f"Flask-Session {version('Flask-Session')}" if kind == "anchor" else "redis_session.flask"
-        )
+        self.library = f"Flask-Session {version('Flask-Session')}" if kind == "anchor" else "redis_session.flask"
         self.app, self.handle = build_app(kind, port, gate)
 
     def write_targets(self) -> list[tuple[Any, str]]:
@@ -104,4 +102,5 @@ class FlaskAdapter(Adapter):
         client = self.app.test_client(use_cookies=False)
         headers = {"Cookie": f"session={sid}"} if sid else {}
         r = client.open(path, method=method, headers=headers)
-        return Resp(r.status_code, r.get_data(as_text=True), parse_set_cookies(r.headers.getlist("Set-Cookie"), "session"))
+        cookie = parse_set_cookies(r.headers.getlist("Set-Cookie"), "session")
+        return Resp(r.status_code, r.get_data(as_text=True), cookie)

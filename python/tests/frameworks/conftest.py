@@ -59,8 +59,22 @@ class Pair:
         }
 
 
-_IGNORED = {"info", "config", "ping", "replconf", "psync", "client", "hello", "select", "command", "debug",
-            "wait", "flushall", "flushdb", "module"}
+_IGNORED = {
+    "info",
+    "config",
+    "ping",
+    "replconf",
+    "psync",
+    "client",
+    "hello",
+    "select",
+    "command",
+    "debug",
+    "wait",
+    "flushall",
+    "flushdb",
+    "module",
+}
 
 
 def commandstats(server: Server) -> dict[str, int]:

@@ -25,8 +25,9 @@ import functools
 import inspect
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 HOLD: contextvars.ContextVar[str | None] = contextvars.ContextVar("HOLD", default=None)
 DELETED = ""  # Resp.cookie when the response deleted the session cookie
@@ -107,10 +108,8 @@ def parse_set_cookies(values: list[str], name: str) -> str | None:
             continue
         low = attrs.lower()
         val = val.strip().strip('"').strip("'")
-        if not val or val == "null" or "1970" in low or "max-age=0" in low.replace(" ", ""):
-            out = DELETED
-        else:
-            out = val
+        deleted = not val or val == "null" or "1970" in low or "max-age=0" in low.replace(" ", "")
+        out = DELETED if deleted else val
     return out
 
 

@@ -56,8 +56,10 @@ def render(results: dict[str, Any]) -> str:
             out.append(f"| {title} | {cells[0]} | {cells[1]} |")
         out.append("")
     if dates:
-        out.append(f"_Measured by the tests on {dates[0]}{' to ' + dates[-1] if len(dates) > 1 else ''}, "
-                   "Redis 7.0.15 with the module, one primary and one replica on loopback._")
+        out.append(
+            f"_Measured by the tests on {dates[0]}{' to ' + dates[-1] if len(dates) > 1 else ''}, "
+            "Redis 7.0.15 with the module, one primary and one replica on loopback._"
+        )
     return "\n".join(out) + "\n"
 
 

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT
 from sessionlib import free_port
+
+from conftest import ROOT
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -36,11 +37,25 @@ def example_app(server: Any, tmp_path: Path) -> Iterator[str]:
         "MAX_DEVICES": "3",
         "PYTHONPATH": str(ROOT / "python" / "src"),
     }
-    log = open(tmp_path / "app.log", "wb")
+    log = open(tmp_path / "app.log", "wb")  # noqa: SIM115 (held open by the app's process)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app:app", "--app-dir", str(ROOT / "examples" / "devices"),
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app:app",
+            "--app-dir",
+            str(ROOT / "examples" / "devices"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -76,9 +91,18 @@ def browser(tmp_path: Path) -> Iterator[Callable[[str], Any]]:
     def start(name: str) -> Any:
         opts = webdriver.ChromeOptions()
         opts.binary_location = CHROMIUM
-        for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--disable-dev-shm-usage", "--window-size=1000,800"):
+        for flag in (
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--window-size=1000,800",
+        ):
             opts.add_argument(flag)
         profile = tmp_path / f"profile-{name}"
         profile.mkdir()
@@ -94,9 +118,7 @@ def browser(tmp_path: Path) -> Iterator[Callable[[str], Any]]:
         d.quit()
 
 
-def test_two_devices_log_out_everywhere_else(
-    example_app: str, browser: Callable[[str], Any], output_dir: Path
-) -> None:
+def test_two_devices_log_out_everywhere_else(example_app: str, browser: Callable[[str], Any], output_dir: Path) -> None:
     from selenium.webdriver.common.by import By
 
     shots = output_dir / "browser"

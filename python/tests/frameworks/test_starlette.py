@@ -8,14 +8,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
-import pytest
-from conftest import commandstats
 from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from conftest import commandstats
 from redis_session import AsyncSessionStore, SessionStore
 from redis_session.starlette import AsyncRequestSession, SessionDep, SessionMiddleware, SessionNotLoaded
 
@@ -24,7 +23,11 @@ def _url(server: Any) -> str:
     return f"redis://127.0.0.1:{server.port}/0"
 
 
-def run(server: Any, build: Callable[[AsyncSessionStore[Any]], Any], body: Callable[[httpx.AsyncClient], Awaitable[None]]) -> None:
+def run(
+    server: Any,
+    build: Callable[[AsyncSessionStore[Any]], Any],
+    body: Callable[[httpx.AsyncClient], Awaitable[None]],
+) -> None:
     async def main() -> None:
         store = AsyncSessionStore.from_url(_url(server), tenant="starlette")
         app = build(store)
@@ -57,8 +60,15 @@ def _starlette(store: AsyncSessionStore[Any], **mw: Any) -> Starlette:
         await request.session.aload()
         return PlainTextResponse(f"{request.session.subject}|{request.session.revoked_reason}")
 
-    app = Starlette(routes=[Route("/plain", plain), Route("/unloaded", unloaded), Route("/put/{v}", put),
-                            Route("/me", me), Route("/auto/unloaded", unloaded)])
+    app = Starlette(
+        routes=[
+            Route("/plain", plain),
+            Route("/unloaded", unloaded),
+            Route("/put/{v}", put),
+            Route("/me", me),
+            Route("/auto/unloaded", unloaded),
+        ]
+    )
     app.add_middleware(SessionMiddleware, store=store, **mw)
     return app
 
