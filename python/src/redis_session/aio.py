@@ -12,7 +12,7 @@ import redis.asyncio as aredis
 from redis.client import NEVER_DECODE
 from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 
-from ._driver import Options, error_reply, is_async_cluster, is_transient, unavailable
+from ._driver import Options, _cmd, error_reply, is_async_cluster, is_transient, unavailable
 from .codecs import Codec, MsgpackCodec
 from .core import StoreCore
 from .errors import SessionError, StoreUnavailable
@@ -354,7 +354,7 @@ class AsyncSessionStore(Generic[D]):
         kw = self._target(req, node)
         try:
             if isinstance(req, Command):
-                return await client.execute_command(*req.args, **kw)
+                return await client.execute_command(*_cmd(req.args), **kw)
             try:
                 return await client.execute_command(
                     "EVALSHA", req.script.sha, len(req.keys), *req.keys, *req.args, **kw
@@ -379,7 +379,7 @@ class AsyncSessionStore(Generic[D]):
         pipe = self._client.pipeline() if self._cluster else self._client.pipeline(transaction=False)
         for r in req.requests:
             if isinstance(r, Command):
-                pipe.execute_command(*r.args, **{NEVER_DECODE: True})
+                pipe.execute_command(*_cmd(r.args), **{NEVER_DECODE: True})
             else:
                 pipe.execute_command(
                     "EVALSHA", r.script.sha, len(r.keys), *r.keys, *r.args, **{NEVER_DECODE: True}

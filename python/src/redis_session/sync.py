@@ -13,7 +13,7 @@ import redis
 from redis.client import NEVER_DECODE
 from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 
-from ._driver import Options, error_reply, is_sync_cluster, is_transient, pool_kwargs, unavailable
+from ._driver import Options, _cmd, error_reply, is_sync_cluster, is_transient, pool_kwargs, unavailable
 from .codecs import Codec, MsgpackCodec
 from .core import StoreCore
 from .errors import SessionError, StoreUnavailable
@@ -372,7 +372,7 @@ class SessionStore(Generic[D]):
         kw = self._target(req, node)
         try:
             if isinstance(req, Command):
-                return client.execute_command(*req.args, **kw)
+                return client.execute_command(*_cmd(req.args), **kw)
             try:
                 return client.execute_command("EVALSHA", req.script.sha, len(req.keys), *req.keys, *req.args, **kw)
             except NoScriptError:
@@ -393,7 +393,7 @@ class SessionStore(Generic[D]):
         pipe = self._client.pipeline() if self._cluster else self._client.pipeline(transaction=False)
         for r in req.requests:
             if isinstance(r, Command):
-                pipe.execute_command(*r.args, **{NEVER_DECODE: True})
+                pipe.execute_command(*_cmd(r.args), **{NEVER_DECODE: True})
             else:
                 pipe.execute_command("EVALSHA", r.script.sha, len(r.keys), *r.keys, *r.args, **{NEVER_DECODE: True})
         results = pipe.execute(raise_on_error=False)
