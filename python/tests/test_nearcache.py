@@ -90,7 +90,7 @@ def test_staleness_bound_under_concurrent_writes(server: Any) -> None:
             store.get(s.sid)  # cache it
             inv = invalidations(store)
             writer.set(s.sid, data={"n": i})
-            wait_for(lambda: invalidations(store) > inv, 5, what="invalidation")
+            wait_for(lambda inv=inv: invalidations(store) > inv, 5, what="invalidation")
             got = store.get(s.sid)
             assert got is not None and got.data["n"] == i
     finally:
