@@ -14,7 +14,7 @@ from .errors import CodecError, StoreUnavailable
 from .metrics import Hooks
 from .nearcache import NearCache
 from .policy import OnUnavailable
-from .protocol import Backend, Background, KeySchema, Op
+from .protocol import Backend, Background, KeySchema, Op, Single
 from .types import RawSession, Session, TenantSettings, Ttl, _state, frozen_map, ttl_from_raw
 
 D = TypeVar("D")
@@ -94,6 +94,19 @@ class StoreCore(Generic[D]):
             cached=cached,
         )
 
+    def cached(self, sid: str, touch: bool) -> tuple[Session[D] | None, Single | None]:
+        """The near-cache's fast path, before any generator is built: a
+        fresh entry and the background renewal to send, if one is due.
+        Only a valid sid can be in the cache, so the lookup needs no check."""
+        cache = self.cache
+        if cache is None or type(sid) is not str:
+            return None, None
+        key = self.keys.tenant_prefix + sid.encode()
+        s, renew = cache.hit(key, touch)
+        if s is None:
+            return None, None
+        return s, (self.backend.renewal(key) if renew else None)
+
     def _drop(self, key: bytes) -> None:
         if self.cache is not None:
             self.cache.invalidate(key)
@@ -132,14 +145,15 @@ class StoreCore(Generic[D]):
         fields: Iterable[str] | None = None,
         nodata: bool = False,
         fresh: bool = False,
+        looked_up: bool = False,
     ) -> Op[Session[D] | None]:
         key = self.keys.key(sid)
         flist = None if fields is None else [field_name(f) for f in fields]
         cache = self.cache if (flist is None and not nodata) else None
-        if cache is not None and not fresh:
-            hit = cache.lookup(key)
+        if cache is not None and not fresh and not looked_up:
+            hit, renew = cache.hit(key, touch)
             if hit is not None:
-                if touch and cache.renewal_due(key):
+                if renew:
                     # slide the server's idle deadline; the reply is not awaited
                     yield Background(self.backend.renewal(key))
                 return hit
@@ -228,19 +242,15 @@ class StoreCore(Generic[D]):
         self, subject: str, *, except_sid: str | None = None, reason: str | None = None
     ) -> Op[int]:
         ex = None if except_sid is None else self.keys.key(except_sid)
-        try:
-            return (
-                yield from self.backend.revoke_all(
-                    self.keys.tenant.encode(),
-                    _btext(subject, "subject"),
-                    except_key=ex,
-                    reason=None if reason is None else _btext(reason, "reason"),
-                )
+        # the server's invalidations drop each revoked session from the near-cache
+        return (
+            yield from self.backend.revoke_all(
+                self.keys.tenant.encode(),
+                _btext(subject, "subject"),
+                except_key=ex,
+                reason=None if reason is None else _btext(reason, "reason"),
             )
-        finally:
-            # the server's invalidations drop each revoked session; a store
-            # without tracking has nothing cached
-            pass
+        )
 
     def count(self, subject: str | None = None) -> Op[int]:
         return (
