@@ -113,7 +113,7 @@ example: build deps-redis venv-frameworks
 	MODULE=$(MODULE) PY=$(PY) REDIS_URL=$(REDIS_URL) EXAMPLE_PORT=$(EXAMPLE_PORT) examples/devices/run.sh
 
 example-load: build deps-redis venv-frameworks
-	SESSION_MODULE=$(MODULE) REDIS_URL=$(REDIS_URL) $(PY) examples/devices/load.py
+	SESSION_MODULE=$(MODULE) REDIS_URL=$(REDIS_URL) $(PY) examples/devices/load.py --readme
 
 # --- performance and soak (not part of `make test`) ---------------------------
 bench: build deps-redis venv

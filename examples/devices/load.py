@@ -105,7 +105,7 @@ async def drive(port: int, concurrency: int, warmup: float, seconds: float, on_m
             n += 1
             t0 = time.perf_counter()
             if n % 10 == 0:
-                st = await c.request("POST", "/cart", b"item=tea")
+                st = await c.request("POST", "/cart", f"item=tea{n}".encode())
                 ok = st == 303
             else:
                 st = await c.request("GET", "/")
@@ -188,6 +188,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=15)
     ap.add_argument("--warmup", type=float, default=3)
     ap.add_argument("--out", default=str(HERE / "load-results.md"))
+    ap.add_argument("--readme", action="store_true", help="also put the table into python/README.md")
     args = ap.parse_args()
 
     server = None
@@ -197,7 +198,9 @@ def main() -> None:
         url = f"redis://127.0.0.1:{server.port}/0"
     r = redis.Redis.from_url(url)
     try:
+        load_before = os.getloadavg()[0]
         results = [run_backend(b, url, r, args) for b in ("ours", "starsessions")]
+        load_after = os.getloadavg()[0]
     finally:
         r.close()
         if server is not None:
@@ -209,7 +212,8 @@ def main() -> None:
         f"{platform.machine()} with {os.cpu_count()} cores (shared), Python {platform.python_version()}: "
         f"the example app (FastAPI) under {args.workers} uvicorn workers, {args.concurrency} keep-alive "
         f"connections (one signed-in session each), {args.seconds:g} s measured after {args.warmup:g} s "
-        "of warm-up; 9 of 10 requests are the session page (GET /), 1 of 10 adds to the cart (POST /cart).",
+        "of warm-up; 9 of 10 requests are the session page (GET /), 1 of 10 adds to the cart (POST /cart). "
+        f"Load average before/after the run: {load_before:.1f} / {load_after:.1f} (the machine is shared).",
         "",
         "| session library | requests/s | p50 ms | p99 ms | errors | Redis commands / request | commands |",
         "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
@@ -223,6 +227,13 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     Path(args.out).write_text(text)
     print(text)
+    if args.readme:
+        readme = ROOT / "python" / "README.md"
+        begin, end = "<!-- example-load:begin -->", "<!-- example-load:end -->"
+        doc = readme.read_text()
+        head, rest = doc.split(begin, 1)
+        readme.write_text(head + begin + "\n" + text + end + rest.split(end, 1)[1])
+        print(f"table put into {readme}")
 
 
 if __name__ == "__main__":

@@ -132,7 +132,7 @@ class DjangoAdapter(Adapter):
             f"django-redis {version('django-redis')} (cache backend)" if kind == "anchor" else "redis_session.django"
         )
         if kind == "anchor" and save_every_request:
-            self.config = "SESSION_SAVE_EVERY_REQUEST=True (sliding expiry, as ours)"
+            self.config = "SESSION_SAVE_EVERY_REQUEST=True, for a sliding expiry like ours"
         GATE.append(gate)
         self._override = override_settings(**settings_for(kind, port, save_every_request))
         self._override.enable()
