@@ -347,10 +347,18 @@ class RequestSession(dict[str, Any]):
     # -- saving ----------------------------------------------------------------------
     def save_steps(self, *, empty_is_logout: bool = True) -> Steps[SaveResult]:
         """What the end of the request writes. ``empty_is_logout``: a session
-        that held data and was emptied (``session.clear()``) is revoked, as
-        Flask-Session and Starlette users expect of ``clear()``."""
+        that held data or a subject and was emptied (``session.clear()``) is
+        revoked, as Flask-Session and Starlette users expect of ``clear()``."""
         old = self.stored.sid if self.stored is not None else None
-        if self._logout is None and empty_is_logout and self._had_data and not self and self.stored is not None:
+        if (
+            self._logout is None
+            and empty_is_logout
+            and self.modified
+            and self.stored is not None
+            and (self._had_data or self.stored.subject)
+            and self._new_sid is None
+            and not self
+        ):
             self._logout = LOGOUT
         if self._logout is not None:
             yield from revoke_steps(old or self.cookie_sid, self._logout)

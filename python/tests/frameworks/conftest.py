@@ -17,74 +17,14 @@ ROOT = HERE.parents[2]
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "integration"))
 
-from sessionlib import Server, replicate, wait_sync  # noqa: E402
-
-#: screenshots, the proof table and logs land here (not committed)
-OUTPUT = ROOT / "test-output" / "frameworks"
+from fwlib import OUTPUT, Pair  # noqa: E402
+from sessionlib import Server, replicate  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def output_dir() -> Path:
     OUTPUT.mkdir(parents=True, exist_ok=True)
     return OUTPUT
-
-
-class Pair:
-    """A primary with a replica attached: the replica's INFO commandstats
-    counts exactly what the primary propagated."""
-
-    def __init__(self, primary: Server, replica: Server) -> None:
-        self.primary = primary
-        self.replica = replica
-        self.port = primary.port
-
-    def reset(self) -> None:
-        p = self.primary.admin()
-        p.flushall()
-        wait_sync(self.primary, self.replica)
-        self.reset_stats()
-
-    def reset_stats(self) -> int:
-        wait_sync(self.primary, self.replica)
-        self.primary.admin().config_resetstat()
-        self.replica.admin().config_resetstat()
-        return int(self.primary.info("replication")["master_repl_offset"])
-
-    def stats(self, offset0: int) -> dict[str, Any]:
-        wait_sync(self.primary, self.replica)
-        return {
-            "primary": commandstats(self.primary),
-            "replicated": commandstats(self.replica),
-            "repl_bytes": int(self.primary.info("replication")["master_repl_offset"]) - offset0,
-        }
-
-
-_IGNORED = {
-    "info",
-    "config",
-    "ping",
-    "replconf",
-    "psync",
-    "client",
-    "hello",
-    "select",
-    "command",
-    "debug",
-    "wait",
-    "flushall",
-    "flushdb",
-    "module",
-}
-
-
-def commandstats(server: Server) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for k, v in server.info("commandstats").items():
-        name = k.removeprefix("cmdstat_")
-        if name.split("|")[0] in _IGNORED:
-            continue
-        out[name] = int(v["calls"])
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from apps_django import DjangoAdapter
+from fwlib import commandstats
 from harness import DELETED, Gate
 
-from conftest import commandstats
 from redis_session import Revoked, SessionStore
 from redis_session.django import SessionStore as DjangoSession
 

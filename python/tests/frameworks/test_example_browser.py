@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fwlib import ROOT
 from sessionlib import free_port
-
-from conftest import ROOT
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from apps_flask import FlaskAdapter
 from flask import Flask, session
+from fwlib import commandstats
 from harness import DELETED, Gate
 
-from conftest import commandstats
 from redis_session import SessionStore
 from redis_session.flask import RedisSessionInterface
 
@@ -147,12 +147,18 @@ def test_clear_logs_out(server: Any) -> None:
         session.clear()
         return "ok"
 
-    c = app.test_client()
-    c.post("/in")
-    assert store.count("bob") == 1
-    r = c.post("/out")
-    assert "session=;" in r.headers["Set-Cookie"]
-    assert store.count("bob") == 0
+    @app.post("/in-bare")
+    def sign_in_bare() -> str:
+        session.login("bob")  # type: ignore[attr-defined]
+        return "ok"
+
+    for path in ("/in", "/in-bare"):  # with data, and with only a subject
+        c = app.test_client()
+        c.post(path)
+        assert store.count("bob") == 1
+        r = c.post("/out")
+        assert "session=;" in r.headers["Set-Cookie"]
+        assert store.count("bob") == 0
 
 
 def test_unknown_sid_is_not_adopted(ours: Any, server: Any) -> None:

@@ -11,9 +11,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from fwlib import Pair
 from harness import Adapter, Gate, Resp
-
-from conftest import Pair
 
 FRAMEWORKS = ["Flask", "Django", "Starlette"]
 KINDS = ["anchor", "ours"]

@@ -9,12 +9,12 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from fwlib import commandstats
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from conftest import commandstats
 from redis_session import AsyncSessionStore, SessionStore
 from redis_session.starlette import AsyncRequestSession, SessionDep, SessionMiddleware, SessionNotLoaded
 
