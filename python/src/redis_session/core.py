@@ -9,6 +9,8 @@ import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
+import msgspec
+
 from .codecs import Codec, field_name
 from .errors import CodecError, StoreUnavailable
 from .metrics import Hooks
@@ -28,7 +30,10 @@ def new_sid() -> str:
 
 
 def _text(b: bytes) -> str:
-    return b.decode("utf-8", "surrogateescape")
+    try:
+        return b.decode()
+    except UnicodeDecodeError:
+        return b.decode("utf-8", "surrogateescape")
 
 
 def _btext(s: str, what: str) -> bytes:
@@ -177,7 +182,7 @@ class StoreCore(Generic[D]):
                 return None
             s = self.session(sid, raw)
             if cache is not None and token is not None:
-                cache.fill(key, token, Session(**{**_fields(s), "cached": True}), _raw_size(raw))
+                cache.fill(key, token, msgspec.structs.replace(s, cached=True), _raw_size(raw))
             return s
         finally:
             if cache is not None:
@@ -267,20 +272,3 @@ class StoreCore(Generic[D]):
 
     def reset_tenant(self) -> Op[bool]:
         return (yield from self.backend.tenant_del(self.keys.tenant.encode()))
-
-
-def _fields(s: Session[Any]) -> dict[str, Any]:
-    return {
-        "sid": s.sid,
-        "tenant": s.tenant,
-        "subject": s.subject,
-        "created": s.created,
-        "version": s.version,
-        "state": s.state,
-        "last_access": s.last_access,
-        "idle_deadline": s.idle_deadline,
-        "absolute_deadline": s.absolute_deadline,
-        "grace_until": s.grace_until,
-        "meta": s.meta,
-        "data": s.data,
-    }
