@@ -76,6 +76,7 @@ lint: venv venv-frameworks
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --release -- -D warnings
 	cd python && $(VENV)/bin/ruff check src tests bench && $(VENV)/bin/mypy --strict src tests bench
+	cd python && $(VENV)/bin/mypy --strict tests/frameworks/*.py ../examples/devices/*.py && $(VENV)/bin/ruff check ../examples/devices
 
 # --- the Python package (python/) ---------------------------------------------
 test-python: build deps-redis venv venv-frameworks deps-chromium

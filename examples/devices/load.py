@@ -39,8 +39,9 @@ _IGNORED = {"info", "config", "ping", "client", "hello", "select", "command", "f
 
 
 def commands(r: redis.Redis) -> dict[str, int]:
-    out = {}
-    for k, v in r.info("commandstats").items():
+    out: dict[str, int] = {}
+    info: dict[str, Any] = r.info("commandstats")  # type: ignore[assignment]
+    for k, v in info.items():
         name = k.removeprefix("cmdstat_")
         if name.split("|")[0] not in _IGNORED:
             out[name] = int(v["calls"])

@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 def build_app(kind: str, port: int, gate: Gate, tenant: str = "starlette") -> tuple[Starlette, Any]:
     handle: Any
+    load: Any
     if kind == "anchor":
         import starsessions
         from redis.asyncio import Redis

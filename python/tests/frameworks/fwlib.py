@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
@@ -13,6 +13,8 @@ if str(ROOT / "integration") not in sys.path:
     sys.path.insert(0, str(ROOT / "integration"))
 
 from sessionlib import Server, wait_sync  # noqa: E402
+
+T = TypeVar("T")
 
 #: screenshots, the proof table and logs land here (not committed)
 OUTPUT = ROOT / "test-output" / "frameworks"
@@ -74,3 +76,9 @@ def commandstats(server: Server) -> dict[str, int]:
             continue
         out[name] = int(v["calls"])
     return out
+
+
+def got(value: T | None) -> T:
+    """The value, asserted present (for mypy and for the test)."""
+    assert value is not None
+    return value

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from apps_django import DjangoAdapter
-from fwlib import commandstats
+from fwlib import commandstats, got
 from harness import DELETED, Gate
 
 from redis_session import Revoked, SessionStore
@@ -29,12 +29,12 @@ def _store(server: Any) -> SessionStore[Any]:
 
 def test_engine_through_the_middleware_and_auth(ours: DjangoAdapter, server: Any) -> None:
     store = _store(server)
-    s0 = ours.request("POST", "/set/cart/1", None).cookie
+    s0 = got(ours.request("POST", "/set/cart/1", None).cookie)
     assert s0 and len(s0) == 43
     r = ours.request("POST", "/login/alice", s0)
     s1 = r.cookie
     assert s1 and s1 != s0
-    new = store.get(s1)
+    new = got(store.get(s1))
     from django.contrib.auth.models import User
 
     assert new.subject == str(User.objects.get(username="alice").pk)
@@ -52,7 +52,7 @@ def test_engine_through_the_middleware_and_auth(ours: DjangoAdapter, server: Any
 
 
 def test_lazy_and_read_only_views_do_not_write(ours: DjangoAdapter, server: Any) -> None:
-    sid = ours.request("POST", "/login/alice", None).cookie
+    sid = got(ours.request("POST", "/login/alice", None).cookie)
     server.admin().config_resetstat()
     assert ours.request("GET", "/plain", sid).cookie is None
     assert sum(commandstats(server).values()) == 0
@@ -68,7 +68,7 @@ def test_save_after_revoke_or_delete_raises_update_error(server: Any, ours: Djan
     s["a"] = 1
     s.save()
     sid = s.session_key
-    assert sid is not None and store.get(sid).data == {"a": 1}
+    assert sid is not None and got(store.get(sid)).data == {"a": 1}
 
     t = DjangoSession(sid)
     t["b"] = 2  # loads
@@ -96,14 +96,14 @@ def test_field_level_saves_keep_both(ours: DjangoAdapter, server: Any) -> None:
     a["a"], b["b"] = 1, 2  # both loaded before either saves
     a.save()
     b.save()
-    assert dict(_store(server).get(sid).data) == {"base": 0, "a": 1, "b": 2}
+    assert dict(got(_store(server).get(got(sid))).data) == {"base": 0, "a": 1, "b": 2}
 
 
 def test_exists_clear_expired_and_revoked_load(ours: DjangoAdapter, server: Any) -> None:
     s = DjangoSession()
     s["x"] = 1
     s.save()
-    sid = s.session_key
+    sid = got(s.session_key)
     assert DjangoSession().exists(sid) and not DjangoSession().exists("B" * 43)
     DjangoSession.clear_expired()  # a no-op
     _store(server).revoke(sid, reason="gone")
@@ -127,21 +127,21 @@ def test_async_api(ours: DjangoAdapter, server: Any) -> None:
         assert await t.aget("a") == 1
         await t.aset("b", 2)
         await t.asave()
-        assert dict(store.get(sid).data) == {"a": 1, "b": 2}
+        assert dict(got(store.get(sid)).data) == {"a": 1, "b": 2}
         await t.aset("_auth_user_id", "7")
         await t.acycle_key()
         assert t.session_key != sid
         await t.asave()
-        assert store.get(t.session_key).subject == "7"
+        assert got(store.get(got(t.session_key))).subject == "7"
         with pytest.raises(Revoked):
-            store.get(sid)
+            store.get(got(sid))
         c = DjangoSession()
         await c.acreate()
-        assert store.get(c.session_key) is not None
+        assert store.get(got(c.session_key)) is not None
         await c.adelete()
         assert not (await c.aexists("C" * 43))
         with pytest.raises(Revoked):
-            store.get(c.session_key)
+            store.get(got(c.session_key))
         f = DjangoSession(t.session_key)
         assert await f.aget("b") == 2
         await f.aflush()

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from apps_flask import FlaskAdapter
 from flask import Flask, session
-from fwlib import commandstats
+from fwlib import commandstats, got
 from harness import DELETED, Gate
 
 from redis_session import SessionStore
@@ -31,7 +31,7 @@ def _calls(server: Any) -> int:
 
 
 def test_lazy_no_redis_call_when_the_session_is_not_used(ours: Any, server: Any) -> None:
-    sid = ours.request("POST", "/login/alice", None).cookie
+    sid = got(ours.request("POST", "/login/alice", None).cookie)
     server.admin().config_resetstat()
     for path_sid in (None, sid, "not a valid sid!"):
         r = ours.request("GET", "/plain", path_sid)
@@ -73,16 +73,16 @@ def test_cookie_flags_and_sid(server: Any) -> None:
 
 def test_only_changed_keys_are_written(ours: Any, server: Any) -> None:
     store = _store(server)
-    sid = ours.request("POST", "/login/alice", None).cookie
-    v0 = store.get(sid).version
+    sid = got(ours.request("POST", "/login/alice", None).cookie)
+    v0 = got(store.get(sid)).version
     ours.request("POST", "/set/theme/dark", sid)
-    s = store.get(sid)
+    s = got(store.get(sid))
     assert s.version == v0 + 1 and s.data["theme"] == "dark" and s.data["user"] == "alice"
     server.admin().config_resetstat()
     ours.request("POST", "/set/theme/dark", sid)  # the same value: no write
     stats = commandstats(server)
     assert stats.get("session.set", 0) == 0 and stats["session.get"] == 1
-    assert store.get(sid).version == v0 + 1
+    assert got(store.get(sid)).version == v0 + 1
 
 
 def test_in_place_mutation_is_saved(server: Any) -> None:
@@ -99,19 +99,19 @@ def test_in_place_mutation_is_saved(server: Any) -> None:
     c = app.test_client()
     c.post("/add/a")
     c.post("/add/b")
-    sid = c.get_cookie("session").value
-    assert store.get(sid).data["cart"] == ["a", "b"]
+    sid = got(c.get_cookie("session")).value
+    assert got(store.get(sid)).data["cart"] == ["a", "b"]
 
 
 def test_login_rotates_and_records_the_device(server: Any) -> None:
     store = _store(server)
     a = FlaskAdapter("ours", server.port, Gate())
     try:
-        s0 = a.request("POST", "/set/cart/1", None).cookie
-        assert store.get(s0).subject == ""
-        s1 = a.request("POST", "/login/alice", s0).cookie
+        s0 = got(a.request("POST", "/set/cart/1", None).cookie)
+        assert got(store.get(s0)).subject == ""
+        s1 = got(a.request("POST", "/login/alice", s0).cookie)
         assert s1 and s1 != s0
-        new = store.get(s1)
+        new = got(store.get(s1))
         assert new.subject == "alice" and new.data == {"cart": "1", "user": "alice"}
         assert new.meta["ip"] == "127.0.0.1" and "Werkzeug" in new.meta["ua"]
         assert store.list("alice") == [s1]
@@ -124,7 +124,7 @@ def test_login_rotates_and_records_the_device(server: Any) -> None:
 
 def test_revoked_elsewhere_reason_and_cookie_deleted(ours: Any, server: Any) -> None:
     store = _store(server)
-    sid = ours.request("POST", "/login/alice", None).cookie
+    sid = got(ours.request("POST", "/login/alice", None).cookie)
     store.revoke(sid, reason="admin: password reset")
     r = ours.request("GET", "/me", sid)
     assert r.text == "user=;reason=admin: password reset"
@@ -166,7 +166,7 @@ def test_unknown_sid_is_not_adopted(ours: Any, server: Any) -> None:
     forged = "A" * 43
     r = ours.request("POST", "/set/k/v", forged)
     assert r.cookie and r.cookie != forged
-    assert store.get(forged) is None and store.get(r.cookie).data == {"k": "v"}
+    assert store.get(forged) is None and got(store.get(r.cookie)).data == {"k": "v"}
 
 
 def test_config_from_url(server: Any) -> None:
@@ -181,5 +181,5 @@ def test_config_from_url(server: Any) -> None:
 
     c = app.test_client()
     c.post("/")
-    sid = c.get_cookie("session").value
-    assert _store(server, "cfgtenant").get(sid).data == {"a": 1}
+    sid = got(c.get_cookie("session")).value
+    assert got(_store(server, "cfgtenant").get(sid)).data == {"a": 1}

@@ -43,7 +43,7 @@ def make(pair: Pair) -> Iterator[Callable[[str, str], Adapter]]:
 
     def mk(framework: str, kind: str) -> Adapter:
         pair.reset()
-        a = _adapter_class(framework)(kind, pair.port, Gate())  # type: ignore[call-arg]
+        a = _adapter_class(framework)(kind, pair.port, Gate())  # type: ignore[call-arg,arg-type]
         made.append(a)
         return a
 

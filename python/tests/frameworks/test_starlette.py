@@ -9,14 +9,20 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from fwlib import commandstats
+from fwlib import commandstats, got
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from redis_session import AsyncSessionStore, SessionStore
-from redis_session.starlette import AsyncRequestSession, SessionDep, SessionMiddleware, SessionNotLoaded
+from redis_session.starlette import (
+    AsyncRequestSession,
+    SessionDep,
+    SessionMiddleware,
+    SessionNotLoaded,
+    load_session,
+)
 
 
 def _url(server: Any) -> str:
@@ -50,15 +56,15 @@ def _starlette(store: AsyncSessionStore[Any], **mw: Any) -> Starlette:
         return PlainTextResponse(f"loaded {request.session.get('x')}")
 
     async def put(request: Request) -> PlainTextResponse:
-        await request.session.aload()
-        request.session["x"] = request.path_params["v"]
+        session = await load_session(request)
+        session["x"] = request.path_params["v"]
         if request.query_params.get("login"):
-            request.session.login("carol")
+            session.login("carol")
         return PlainTextResponse("ok")
 
     async def me(request: Request) -> PlainTextResponse:
-        await request.session.aload()
-        return PlainTextResponse(f"{request.session.subject}|{request.session.revoked_reason}")
+        session = await load_session(request)
+        return PlainTextResponse(f"{session.subject}|{session.revoked_reason}")
 
     app = Starlette(
         routes=[
@@ -104,7 +110,7 @@ def test_https_only_and_rotation_and_revocation(server: Any) -> None:
         s0 = r.headers["set-cookie"].split(";")[0].split("=", 1)[1]
         r = await c.get("/put/2?login=1", headers={"cookie": f"s={s0}"})
         s1 = r.headers["set-cookie"].split(";")[0].split("=", 1)[1]
-        assert s1 != s0 and sync.get(s1).subject == "carol" and sync.get(s1).data == {"x": "2"}
+        assert s1 != s0 and got(sync.get(s1)).subject == "carol" and got(sync.get(s1)).data == {"x": "2"}
         r = await c.get("/me", headers={"cookie": f"s={s0}"})
         assert r.text == "|rotated" and "1970" in r.headers["set-cookie"]
         sync.revoke_all("carol", reason="logout-others")
@@ -154,8 +160,8 @@ def test_overlapping_requests_keep_both_keys(server: Any) -> None:
         gate: dict[str, Any] = {}
 
         async def put(request: Request) -> PlainTextResponse:
-            await request.session.aload()
-            request.session[request.path_params["k"]] = 1
+            session = await load_session(request)
+            session[request.path_params["k"]] = 1
             gate.setdefault("n", 0)
             gate["n"] += 1
             ev = gate.setdefault("ev", both_loaded())
@@ -172,6 +178,6 @@ def test_overlapping_requests_keep_both_keys(server: Any) -> None:
         s = sync.create(data={"base": 0})
         h = {"cookie": f"session={s.sid}"}
         await asyncio.gather(c.get("/k/a", headers=h), c.get("/k/b", headers=h))
-        assert dict(sync.get(s.sid).data) == {"base": 0, "a": 1, "b": 1}
+        assert dict(got(sync.get(s.sid)).data) == {"base": 0, "a": 1, "b": 1}
 
     run(server, build, body)
