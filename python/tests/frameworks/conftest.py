@@ -4,8 +4,11 @@ a whole test module, the proof recorder, and the test-output folder."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "integration"))
 
 from fwlib import OUTPUT, Pair  # noqa: E402
-from sessionlib import Server, replicate  # noqa: E402
+from sessionlib import Server, free_port, replicate  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +42,61 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     finally:
         replica.stop()
         primary.stop()
+
+
+# -- the example app (examples/devices) on a real server -------------------------------------
+@pytest.fixture
+def example_app(server: Any, tmp_path: Path) -> Iterator[str]:
+    """The example app in a uvicorn process on the test's server; its base URL."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "REDIS_URL": f"redis://127.0.0.1:{server.port}/0",
+        "MAX_DEVICES": "3",
+        "PYTHONPATH": str(ROOT / "python" / "src"),
+    }
+    log = open(tmp_path / "app.log", "wb")  # noqa: SIM115 (held open by the app's process)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app:app",
+            "--app-dir",
+            str(ROOT / "examples" / "devices"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/healthz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the example app did not start:\n{(tmp_path / 'app.log').read_text()}")
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()
 
 
 # -- the proof table ---------------------------------------------------------------------

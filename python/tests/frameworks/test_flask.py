@@ -183,3 +183,54 @@ def test_config_from_url(server: Any) -> None:
     c.post("/")
     sid = got(c.get_cookie("session")).value
     assert got(_store(server, "cfgtenant").get(sid)).data == {"a": 1}
+
+
+def test_with_the_near_cache(server: Any) -> None:
+    """A store with the near-cache: page views are served from it, an
+    in-place change never alters the cached copy, and a revocation from
+    another client reaches the app once the invalidation has arrived."""
+    import time
+
+    store = SessionStore.from_url(f"redis://127.0.0.1:{server.port}/0", tenant="nc", near_cache=True)
+    other = _store(server, "nc")
+    app = Flask("nc")
+    RedisSessionInterface(store).init_app(app)
+
+    @app.post("/in")
+    def sign_in() -> str:
+        session.login("nina")  # type: ignore[attr-defined]
+        session["cart"] = ["a"]
+        return "ok"
+
+    @app.post("/add")
+    def add() -> str:
+        session["cart"].append("b")
+        return "ok"
+
+    @app.get("/me")
+    def me() -> str:
+        return f"{session.get('cart')}|{getattr(session, 'revoked_reason', None)}"
+
+    try:
+        c = app.test_client()
+        c.post("/in")
+        sid = got(c.get_cookie("session")).value
+        deadline = time.monotonic() + 10
+        while got(store.get(sid)).cached is False:  # the cache fills on a read after the create's invalidation
+            assert time.monotonic() < deadline, "the near-cache never filled"
+            time.sleep(0.05)
+        assert c.get("/me").text == "['a']|None"
+        c.post("/add")
+        assert got(other.get(sid)).data["cart"] == ["a", "b"]
+        deadline = time.monotonic() + 10
+        while c.get("/me").text != "['a', 'b']|None":
+            assert time.monotonic() < deadline, "the write never reached the cached reader"
+            time.sleep(0.05)
+        other.revoke(sid, reason="admin")
+        deadline = time.monotonic() + 10
+        while (text := c.get("/me").text) != "None|admin":
+            assert time.monotonic() < deadline, f"the revocation never reached the app: {text}"
+            time.sleep(0.05)
+    finally:
+        store.close()
+        other.close()
