@@ -302,7 +302,9 @@ class RequestSession(dict[str, Any]):
     # -- identity ------------------------------------------------------------------
     @property
     def sid(self) -> str | None:
-        """The session's id after this request (the new one after a login)."""
+        """The session's id after this request (the new one after a login;
+        None for a visitor without a session, and after a logout)."""
+        self._ensure()
         if self._logout is not None:
             return None
         if self._new_sid is not None:
