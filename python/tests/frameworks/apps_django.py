@@ -84,6 +84,13 @@ def plain_view(request: HttpRequest) -> HttpResponse:
     return HttpResponse("no session here")
 
 
+async def async_view(request: HttpRequest) -> HttpResponse:
+    """An async view on the session's async API (Django 5+)."""
+    visits = await request.session.aget("visits", 0) + 1
+    await request.session.aset("visits", visits)
+    return HttpResponse(f"visits={visits}")
+
+
 def logout_view(request: HttpRequest) -> HttpResponse:
     auth_logout(request)
     return HttpResponse("bye")
@@ -97,6 +104,7 @@ urlpatterns = [
     path("view", view_view),
     path("plain", plain_view),
     path("logout", logout_view),
+    path("async", async_view),
 ]
 
 

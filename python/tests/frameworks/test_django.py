@@ -157,3 +157,20 @@ def test_async_api(ours: DjangoAdapter, server: Any) -> None:
         await DjangoSession.aclear_expired()
 
     asyncio.run(scenario())
+
+
+def test_async_view_through_the_asgi_handler(ours: DjangoAdapter, server: Any) -> None:
+    from django.test import AsyncClient
+
+    store = _store(server)
+
+    async def scenario() -> None:
+        c = AsyncClient()
+        for n in (1, 2, 3):
+            r = await c.get("/async")
+            assert r.content == f"visits={n}".encode()
+        sid = c.cookies["sessionid"].value
+        assert got(store.get(sid)).data == {"visits": 3}
+        assert got(store.get(sid)).version == 3  # one create, then one field-level set per visit
+
+    asyncio.run(scenario())

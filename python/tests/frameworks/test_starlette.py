@@ -181,3 +181,24 @@ def test_overlapping_requests_keep_both_keys(server: Any) -> None:
         assert dict(got(sync.get(s.sid)).data) == {"base": 0, "a": 1, "b": 1}
 
     run(server, build, body)
+
+
+def test_websocket_reads_the_session(server: Any) -> None:
+    from starlette.routing import WebSocketRoute
+    from starlette.testclient import TestClient
+    from starlette.websockets import WebSocket
+
+    sync = SessionStore.from_url(_url(server), tenant="starlette")
+    s = sync.create(subject="wendy", data={"room": "blue"})
+
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        session = await load_session(websocket)
+        await websocket.send_text(f"{session.subject}:{session.get('room')}")
+        await websocket.close()
+
+    store = AsyncSessionStore.from_url(_url(server), tenant="starlette")
+    app = Starlette(routes=[WebSocketRoute("/ws", ws)])
+    app.add_middleware(SessionMiddleware, store=store)
+    with TestClient(app) as client, client.websocket_connect("/ws", headers={"cookie": f"session={s.sid}"}) as w:
+        assert w.receive_text() == "wendy:blue"
