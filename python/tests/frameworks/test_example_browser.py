@@ -59,6 +59,14 @@ def browser(tmp_path: Path) -> Iterator[Callable[[str], Any]]:
 
 def test_two_devices_log_out_everywhere_else(example_app: str, browser: Callable[[str], Any], output_dir: Path) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def until(d: Any, cond: Callable[[Any], Any], what: str) -> Any:
+        """Wait (generously: the machine may be loaded) for the page to get there."""
+        return WebDriverWait(d, 20, poll_frequency=0.1).until(cond, message=what)
+
+    def texts(d: Any, by: str, value: str) -> str:
+        return " ".join(e.text for e in d.find_elements(by, value))
 
     shots = output_dir / "browser"
     shutil.rmtree(shots, ignore_errors=True)
@@ -76,7 +84,7 @@ def test_two_devices_log_out_everywhere_else(example_app: str, browser: Callable
         d.find_element(By.ID, "user").send_keys("alice")
         d.find_element(By.ID, "password").send_keys("demo")
         d.find_element(By.ID, "signin").click()
-        assert "Hello" in d.find_element(By.ID, "hello").text
+        until(d, lambda d: "Hello" in texts(d, By.ID, "hello"), "the home page after signing in")
         shot(d, f"{name}-signed-in")
 
     a = browser("device-A")
@@ -87,7 +95,7 @@ def test_two_devices_log_out_everywhere_else(example_app: str, browser: Callable
     # the session page keeps data per device
     a.find_element(By.ID, "item").send_keys("teapot")
     a.find_element(By.ID, "add").click()
-    assert "teapot" in a.find_element(By.ID, "cart").text
+    until(a, lambda d: "teapot" in texts(d, By.ID, "cart"), "the cart with the teapot")
     shot(a, "device-A-cart")
 
     # both devices in "your devices", each marked from its own side
@@ -103,7 +111,8 @@ def test_two_devices_log_out_everywhere_else(example_app: str, browser: Callable
 
     # A logs out everywhere else: A keeps one device, B lands on the login page with the reason
     a.find_element(By.ID, "logout-others").click()
-    assert len(a.find_elements(By.CSS_SELECTOR, "tr.device")) == 1
+    until(a, lambda d: len(d.find_elements(By.CSS_SELECTOR, "tr.device")) == 1, "one device left")
+    assert "this device" in a.find_element(By.CSS_SELECTOR, "tr.device").text
     shot(a, "device-A-after-logout-everywhere-else")
 
     b.get(example_app + "/devices")
@@ -116,7 +125,7 @@ def test_two_devices_log_out_everywhere_else(example_app: str, browser: Callable
 
     # A logs out this device
     a.find_element(By.ID, "logout").click()
-    assert "You signed out." in a.find_element(By.ID, "message").text
+    until(a, lambda d: "You signed out." in texts(d, By.ID, "message"), "the login page after logging out")
     shot(a, "device-A-logged-out")
     a.get(example_app + "/devices")
     assert "/login" in a.current_url
