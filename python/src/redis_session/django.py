@@ -3,6 +3,7 @@
     SESSION_ENGINE = "redis_session.django"
     SESSION_REDIS_URL = "redis://localhost:6379/0"
     SESSION_REDIS_TENANT = "acme"
+    SESSION_REDIS_OPTIONS = {"near_cache": True}    # optional: SessionStore.from_url's keyword arguments
     # optional, to record each session's device (IP, user agent) for "your devices":
     MIDDLEWARE = [..., "redis_session.django.SessionMiddleware", ...]   # instead of Django's
 
@@ -68,27 +69,30 @@ __all__ = ["SessionMiddleware", "SessionStore", "get_async_store", "get_store"]
 #: where Django keeps the logged-in user's id in the session
 AUTH_USER_KEY = "_auth_user_id"
 
-_stores: dict[tuple[str, str], Store[Any]] = {}
-_async_stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], AsyncSessionStore[Any]]] = (
+_Key = tuple[str, str, str]
+_stores: dict[_Key, Store[Any]] = {}
+_async_stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[_Key, AsyncSessionStore[Any]]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _config() -> tuple[str, str]:
-    return (
-        getattr(settings, "SESSION_REDIS_URL", "redis://localhost:6379/0"),
-        getattr(settings, "SESSION_REDIS_TENANT", "default"),
-    )
+def _config() -> tuple[_Key, dict[str, Any]]:
+    url = getattr(settings, "SESSION_REDIS_URL", "redis://localhost:6379/0")
+    tenant = getattr(settings, "SESSION_REDIS_TENANT", "default")
+    options = dict(getattr(settings, "SESSION_REDIS_OPTIONS", None) or {})
+    return (url, tenant, repr(sorted(options.items()))), options
 
 
 def get_store() -> Store[Any]:
-    """The process's sync store for the configured URL and tenant."""
+    """The process's sync store for the configured URL, tenant and options
+    (``SESSION_REDIS_OPTIONS``: keyword arguments of ``SessionStore.from_url``,
+    e.g. ``{"near_cache": True}``)."""
     from . import SessionStore as Store
 
-    key = _config()
+    key, options = _config()
     store = _stores.get(key)
     if store is None:
-        store = _stores[key] = Store.from_url(key[0], tenant=key[1])
+        store = _stores[key] = Store.from_url(key[0], tenant=key[1], **options)
     return store
 
 
@@ -97,11 +101,11 @@ def get_async_store() -> AsyncSessionStore[Any]:
     pool belongs to the loop that opened it)."""
     from . import AsyncSessionStore
 
-    key = _config()
+    key, options = _config()
     per_loop = _async_stores.setdefault(asyncio.get_running_loop(), {})
     store = per_loop.get(key)
     if store is None:
-        store = per_loop[key] = AsyncSessionStore.from_url(key[0], tenant=key[1])
+        store = per_loop[key] = AsyncSessionStore.from_url(key[0], tenant=key[1], **options)
     return store
 
 

@@ -174,3 +174,20 @@ def test_async_view_through_the_asgi_handler(ours: DjangoAdapter, server: Any) -
         assert got(store.get(sid)).version == 3  # one create, then one field-level set per visit
 
     asyncio.run(scenario())
+
+
+def test_store_options_from_settings(ours: DjangoAdapter, server: Any) -> None:
+    from django.test.utils import override_settings
+
+    from redis_session.django import get_store
+
+    plain = get_store()
+    assert plain.near_cache is None
+    with override_settings(SESSION_REDIS_OPTIONS={"near_cache": True}):
+        cached = get_store()
+        assert cached is not plain and cached.near_cache is not None
+        s = DjangoSession()
+        s["k"] = "v"
+        s.save()
+        assert DjangoSession(s.session_key).load() == {"k": "v"}
+        cached.close()
