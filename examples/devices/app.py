@@ -144,6 +144,15 @@ app = FastAPI(title="Your devices", lifespan=lifespan)
 backend.install(app)
 
 
+if isinstance(backend, Ours):
+    from redis_session import StoreUnavailable
+
+    @app.exception_handler(StoreUnavailable)
+    async def unavailable(request: Request, exc: StoreUnavailable) -> Response:
+        """Redis is out of reach (after the store's retries and breaker): say so, with 503."""
+        return PlainTextResponse("Sessions are unavailable for a moment; please retry.", status_code=503)
+
+
 # -- pages ------------------------------------------------------------------------------
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;color:#222}

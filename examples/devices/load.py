@@ -139,12 +139,33 @@ async def drive(port: int, concurrency: int, warmup: float, seconds: float, on_m
 def run_backend(backend: str, url: str, r: redis.Redis, args: argparse.Namespace) -> dict[str, Any]:
     r.flushall()
     port = free_port()
-    env = {**os.environ, "REDIS_URL": url, "SESSION_BACKEND": backend, "MAX_DEVICES": "1000",
-           "PYTHONPATH": str(ROOT / "python" / "src")}
+    env = {
+        **os.environ,
+        "REDIS_URL": url,
+        "SESSION_BACKEND": backend,
+        "MAX_DEVICES": "1000",
+        "PYTHONPATH": str(ROOT / "python" / "src"),
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app:app", "--app-dir", str(HERE), "--host", "127.0.0.1",
-         "--port", str(port), "--workers", str(args.workers), "--log-level", "warning", "--no-access-log"],
-        env=env, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app:app",
+            "--app-dir",
+            str(HERE),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(args.workers),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        env=env,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 60

@@ -234,3 +234,32 @@ def test_with_the_near_cache(server: Any) -> None:
     finally:
         store.close()
         other.close()
+
+
+def test_redis_down_is_store_unavailable(make_server: Any) -> None:
+    """Redis gone: the load raises the package's StoreUnavailable, which the
+    app maps to 503; nothing else escapes."""
+    from redis_session import StoreUnavailable
+
+    srv = make_server(name="down")
+    store = SessionStore.from_url(f"redis://127.0.0.1:{srv.port}/0", tenant="flask", breaker=False)
+    app = Flask("down")
+    RedisSessionInterface(store).init_app(app)
+    app.register_error_handler(StoreUnavailable, lambda e: ("sessions unavailable", 503))
+
+    @app.post("/in")
+    def sign_in() -> str:
+        session.login("dan")  # type: ignore[attr-defined]
+        return "ok"
+
+    @app.get("/me")
+    def me() -> str:
+        return str(session.get("x"))
+
+    c = app.test_client()
+    c.post("/in")
+    assert c.get("/me").status_code == 200
+    srv.kill()
+    r = c.get("/me")
+    assert r.status_code == 503 and r.text == "sessions unavailable"
+    store.close()
