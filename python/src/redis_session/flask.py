@@ -18,6 +18,9 @@ lifetime), ``SESSION_PERMANENT``, ``SESSION_REFRESH_EACH_REQUEST`` (re-send
 the cookie on each request that used the session: a header, not a write).
 Our own: ``SESSION_REDIS_URL``, ``SESSION_TENANT``, ``SESSION_STORE`` (a
 ready `SessionStore`). ``SESSION_COOKIE_SAMESITE`` defaults to ``Lax`` here.
+
+With Flask-Login, nothing more is needed: ``login_user`` rotates the session
+(bound to ``user.get_id()``) and ``logout_user`` revokes it.
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ class RedisSessionInterface(SessionInterface):
             self._store = SessionStore.from_url(url, tenant=app.config["SESSION_TENANT"])
         app.session_interface = self
         app.extensions["redis_session"] = self
+        _connect_flask_login(app)
 
     @property
     def store(self) -> SessionStore[Any]:
@@ -138,6 +142,30 @@ class RedisSessionInterface(SessionInterface):
             **extra,
         )
         response.vary.add("Cookie")
+
+
+def _connect_flask_login(app: Flask) -> None:
+    """With Flask-Login installed, its ``login_user`` rotates the session
+    (bound to ``user.get_id()``) and its ``logout_user`` revokes it."""
+    try:
+        from flask_login import user_logged_in, user_logged_out
+    except ImportError:
+        return
+
+    def logged_in(sender: Any, user: Any = None, **extra: Any) -> None:
+        from flask import session
+
+        if isinstance(session, FlaskSession) and user is not None:
+            session.login(str(user.get_id()))
+
+    def logged_out(sender: Any, user: Any = None, **extra: Any) -> None:
+        from flask import session
+
+        if isinstance(session, FlaskSession):
+            session.logout(LOGOUT)
+
+    user_logged_in.connect(logged_in, app, weak=False)
+    user_logged_out.connect(logged_out, app, weak=False)
 
 
 def logout(reason: str = LOGOUT) -> None:

@@ -11,7 +11,7 @@ from flask import Flask, session
 from fwlib import commandstats, got
 from harness import DELETED, Gate
 
-from redis_session import SessionStore
+from redis_session import Revoked, SessionStore
 from redis_session.flask import RedisSessionInterface
 
 
@@ -263,3 +263,50 @@ def test_redis_down_is_store_unavailable(make_server: Any) -> None:
     r = c.get("/me")
     assert r.status_code == 503 and r.text == "sessions unavailable"
     store.close()
+
+
+def test_flask_login_rotates_and_revokes(server: Any) -> None:
+    from flask_login import LoginManager, UserMixin, login_user, logout_user
+
+    class User(UserMixin):  # type: ignore[misc]
+        def __init__(self, uid: str) -> None:
+            self.id = uid
+
+    store = _store(server)
+    app = Flask("fl")
+    app.secret_key = "flask-login wants one"
+    RedisSessionInterface(store).init_app(app)
+    lm = LoginManager(app)
+    lm.user_loader(User)
+
+    @app.post("/cart")
+    def cart() -> str:
+        session["cart"] = [1]
+        return "ok"
+
+    @app.post("/in")
+    def sign_in() -> str:
+        login_user(User("42"))
+        return "ok"
+
+    @app.post("/out")
+    def sign_out() -> str:
+        logout_user()
+        return "ok"
+
+    c = app.test_client()
+    c.post("/cart")
+    s0 = got(c.get_cookie("session")).value
+    c.post("/in")
+    s1 = got(c.get_cookie("session")).value
+    assert s1 != s0
+    new = got(store.get(s1))
+    assert new.subject == "42" and new.data["cart"] == [1] and new.data["_user_id"] == "42"
+    with pytest.raises(Revoked) as e:
+        store.get(s0)
+    assert e.value.reason == "rotated"
+    c.post("/out")
+    assert c.get_cookie("session") is None
+    with pytest.raises(Revoked) as e:
+        store.get(s1)
+    assert e.value.reason == "logout"
