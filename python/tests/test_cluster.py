@@ -164,6 +164,10 @@ def test_reshard_and_failover_during_a_run(cluster: Any) -> None:
 
 
 def test_read_from_replicas_on_a_cluster(cluster: Any) -> None:
+    # CLUSTER SLOTS lists a replica only once gossip has spread it
+    admin = cluster.primaries()[0].admin()
+    wait_for(lambda: all(len(r) > 3 for r in admin.execute_command("CLUSTER", "SLOTS")), 30,
+             what="replicas in CLUSTER SLOTS")
     try:  # redis-py >= 5.3 spells it as a strategy
         from redis.cluster import LoadBalancingStrategy
 
