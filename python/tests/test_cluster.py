@@ -164,7 +164,17 @@ def test_reshard_and_failover_during_a_run(cluster: Any) -> None:
 
 
 def test_read_from_replicas_on_a_cluster(cluster: Any) -> None:
-    rc = cluster.client(decode_responses=False, socket_timeout=2, read_from_replicas=True)
+    # CLUSTER SLOTS lists a replica only once gossip has spread it
+    admin = cluster.primaries()[0].admin()
+    wait_for(lambda: all(len(r) > 3 for r in admin.execute_command("CLUSTER", "SLOTS")), 30,
+             what="replicas in CLUSTER SLOTS")
+    try:  # redis-py >= 5.3 spells it as a strategy
+        from redis.cluster import LoadBalancingStrategy
+
+        opt: dict[str, Any] = {"load_balancing_strategy": LoadBalancingStrategy.ROUND_ROBIN}
+    except ImportError:
+        opt = {"read_from_replicas": True}
+    rc = cluster.client(decode_responses=False, socket_timeout=2, **opt)
     store: SessionStore[Any] = SessionStore(rc, tenant="acme", read_from_replicas=True)
     try:
         sids = [store.create(data={"i": i}).sid for i in range(12)]
