@@ -104,3 +104,7 @@ class FlaskAdapter(Adapter):
         r = client.open(path, method=method, headers=headers)
         cookie = parse_set_cookies(r.headers.getlist("Set-Cookie"), "session")
         return Resp(r.status_code, r.get_data(as_text=True), cookie)
+
+    def close(self) -> None:
+        super().close()
+        self.handle.close()
