@@ -59,7 +59,9 @@ def key(tenant="acme"):
 
 
 def create(r, k, single=True, **kw):
-    return run(r, wire.create(k, L.split(k)[0], O, single, **kw))
+    reply = run(r, wire.create(k, L.split(k)[0], O, single, **kw))
+    assert isinstance(reply, list) and len(reply) == 4  # created, idle, absolute deadline, grace
+    return 1
 
 
 def get(r, k, **kw):
@@ -182,7 +184,7 @@ def test_limits(r):
         "TOOBIG meta name or value longer than 1024 bytes"
     assert err(r, wire.create(k, b"acme", o, True, subject=b"s" * 513)) == "TOOBIG subject longer than 512 bytes"
     assert r.exists(k) == 0
-    assert run(r, wire.create(k, b"acme", o, True, data={b"a": b"12345"})) == 1
+    assert len(run(r, wire.create(k, b"acme", o, True, data={b"a": b"12345"}))) == 4
     assert err(r, wire.set_fields(k, b"acme", o, True, data={b"b": b"12345"})) == "TOOBIG data is 12 bytes, limit 10"
     assert run(r, wire.set_fields(k, b"acme", o, True, data={b"a": b"1234567"})) == 2  # replaces: 8 bytes
     assert err(r, wire.cas(k, b"acme", o, True, 2, {b"abc": b"12345678"})) == "TOOBIG data is 11 bytes, limit 10"

@@ -18,7 +18,7 @@ from .codecs import Codec, MsgpackCodec
 from .core import StoreCore
 from .errors import SessionError, StoreUnavailable
 from .metrics import Fanout, Hooks, Metrics
-from .module import ModuleBackend
+from .fallback.auto import make_backend
 from .nearcache import NearCache
 from .policy import CircuitBreaker, OnUnavailable, RetryPolicy
 from .protocol import (
@@ -57,7 +57,7 @@ class SessionStore(Generic[D]):
         tenant: str,
         prefix: str = "sess:",
         codec: Codec[D] | None = None,
-        backend: Backend | None = None,
+        backend: Backend | str | None = None,
         near_cache: bool | NearCache = False,
         read_from_replicas: bool = False,
         replica: Any = None,
@@ -85,7 +85,7 @@ class SessionStore(Generic[D]):
         cache = _make_cache(near_cache, self._opts.on_unavailable, self._hooks)
         keys = KeySchema(prefix, tenant)
         self._core: StoreCore[D] = StoreCore(
-            backend or ModuleBackend(),
+            make_backend(backend, prefix=prefix, cluster=self._cluster),
             codec if codec is not None else MsgpackCodec(),  # type: ignore[arg-type]
             keys,
             cache=cache,

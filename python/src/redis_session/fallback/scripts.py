@@ -1,46 +1,29 @@
 """The fallback's server-side Lua scripts, each the shared prelude plus one
-operation (``lua/*.lua``), run with ``EVALSHA`` and sent whole once when a
-server answers ``NOSCRIPT`` (a restart, ``SCRIPT FLUSH``, a failover to a
-replica that never saw them). Nothing here needs ``SCRIPT LOAD`` rights,
-``FUNCTION`` or server configuration.
+operation (``lua/*.lua``). The drivers run them with ``EVALSHA`` and send
+the source once when a server answers ``NOSCRIPT`` (a restart, ``SCRIPT
+FLUSH``, a failover to a replica that never saw them): nothing needs
+``SCRIPT LOAD`` rights, ``FUNCTION`` or server configuration.
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
 from importlib import resources
 
-__all__ = ["Script", "SCRIPTS", "script"]
+from ..protocol import LuaScript
+
+__all__ = ["READONLY", "SCRIPTS"]
+
+#: scripts that change nothing
+READONLY = frozenset({"ttl", "probe", "count"})
+_NAMES = ("get", "renew", "ttl", "set", "cas", "create", "revoke", "index", "probe", "count")
 
 
-@dataclass(frozen=True)
-class Script:
-    """One script: its name, its full source and the SHA1 EVALSHA names it by."""
-
-    name: str
-    source: bytes
-    sha: str
-    #: Changes nothing, so it may run with EVALSHA_RO (a replica answers it).
-    readonly: bool = False
-
-
-_READONLY = frozenset({"ttl", "probe"})
-_NAMES = ("get", "renew", "ttl", "set", "cas", "create", "revoke", "index", "probe")
-
-
-def _load() -> dict[str, Script]:
+def _load() -> dict[str, LuaScript]:
     pkg = resources.files(__package__) / "lua"
-    prelude = (pkg / "prelude.lua").read_bytes()
-    out: dict[str, Script] = {}
-    for name in _NAMES:
-        src = prelude + b"\n" + (pkg / f"{name}.lua").read_bytes()
-        out[name] = Script(name, src, hashlib.sha1(src).hexdigest(), name in _READONLY)
-    return out
+    prelude = (pkg / "prelude.lua").read_text(encoding="utf-8")
+    return {
+        name: LuaScript(name, prelude + "\n" + (pkg / f"{name}.lua").read_text(encoding="utf-8")) for name in _NAMES
+    }
 
 
-SCRIPTS: dict[str, Script] = _load()
-
-
-def script(name: str) -> Script:
-    return SCRIPTS[name]
+SCRIPTS: dict[str, LuaScript] = _load()

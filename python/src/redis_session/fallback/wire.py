@@ -6,10 +6,11 @@ what these build.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from .scripts import SCRIPTS, Script
+from ..protocol import LuaScript
+from .scripts import SCRIPTS
 
 #: Largest accepted time argument (100 years in ms), as in the module.
 TIME_MAX = 3_153_600_000_000
@@ -48,7 +49,7 @@ class Options:
 class Call:
     """One EVALSHA: the script, its keys and its arguments."""
 
-    script: Script
+    script: LuaScript
     keys: tuple[bytes, ...]
     args: tuple[bytes, ...]
 
@@ -221,6 +222,20 @@ def index_add(idx: bytes, key: bytes, absolute: int) -> Call:
     return Call(SCRIPTS["index"], (idx,), (b"add", key, b"%d" % absolute))
 
 
+def glob_escape(p: bytes) -> bytes:
+    out = bytearray()
+    for c in p:
+        if c in b"*?[]\\":
+            out += b"\\"
+        out.append(c)
+    return bytes(out)
+
+
+def count(prefix: bytes, tenant: bytes) -> Call:
+    head = prefix + tenant + b":"
+    return Call(SCRIPTS["count"], (), (glob_escape(head) + b"*", b"%d" % len(head)))
+
+
 def index_prune(idx: bytes, keys: Sequence[bytes], min_age_ms: int) -> Call:
     return Call(SCRIPTS["index"], (idx,), (b"prune", b"%d" % min_age_ms, *keys))
 
@@ -237,13 +252,6 @@ def _flat(v: Sequence[bytes]) -> dict[bytes, bytes]:
 
 def _s(x: Any) -> str:
     return x.decode() if isinstance(x, bytes) else str(x)
-
-
-@dataclass
-class Reply:
-    """A decoded GET: the module's map reply, names as in SPEC."""
-
-    fields: dict[str, Any] = field(default_factory=dict)
 
 
 def decode_get(r: Any) -> dict[str, Any] | None:

@@ -5,7 +5,8 @@
 -- max-per-subject, on-limit (reject|evict-oldest), revoked-retention; then
 -- the request: subject, idle, absolute, grace ('' = default), n meta, meta
 -- pairs, data field/value pairs.
--- Reply: 1; EXISTS; TOOBIG; LIMIT; WRONGTYPE.
+-- Reply: {created, idle, absolute deadline (0: none), grace} of the new
+-- session (version 1, last access = created); EXISTS; TOOBIG; LIMIT; WRONGTYPE.
 -- In single mode the subject's index (a sorted set of keys scored by
 -- created) is kept here, with the session cap; on a cluster the caller
 -- does both around this script (see backend.py).
@@ -115,4 +116,4 @@ if idx then
     redis.call('PEXPIREAT', idx, int(ad), 'GT')
   end
 end
-return 1
+return {now, idle, ad, grace}
