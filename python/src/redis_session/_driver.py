@@ -99,3 +99,11 @@ def pool_kwargs(client: Any) -> dict[str, Any]:
 
 def redis_module() -> Any:
     return redis
+
+
+def _cmd(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """redis-py's cluster client looks command names up as str."""
+    a = args[0]
+    if isinstance(a, bytes):
+        return (a.decode(), *args[1:])
+    return args

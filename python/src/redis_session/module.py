@@ -117,15 +117,17 @@ class ModuleBackend:
         # attempt landed, so the create is safe to retry.
         create = Command(tuple(args), key, retry=Retry.SAFE)
         get_args = self._get_args(key, False, None, True)
-        read = Command((*get_args, b"PACKED") if self.packed is not False else get_args, key, retry=Retry.SAFE)
+        # decided per request: other operations may settle the probe meanwhile
+        packed = self.packed is not False
+        read = Command((*get_args, b"PACKED") if packed else get_args, key, retry=Retry.SAFE)
         created, got = yield Pipeline((create, read))
         if isinstance(created, ErrorReply) and not (created.code == "EXISTS" and created.retried):
             raise_for(created)
-        if self.packed is not False and isinstance(got, ErrorReply) and got.is_syntax_error():
+        if packed and isinstance(got, ErrorReply) and got.is_syntax_error():
             self.packed = False
             got = yield Command(get_args, key, retry=Retry.SAFE)
             raw = decode_map(check(got))
-        elif self.packed is not False:
+        elif packed:
             raw = decode_packed(check(got))
             self.packed = True
         else:

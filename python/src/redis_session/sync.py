@@ -11,9 +11,9 @@ from typing import Any, Generic, TypeVar
 
 import redis
 from redis.client import NEVER_DECODE
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 
-from ._driver import Options, error_reply, is_sync_cluster, is_transient, pool_kwargs, unavailable
+from ._driver import Options, _cmd, error_reply, is_sync_cluster, is_transient, pool_kwargs, unavailable
 from .codecs import Codec, MsgpackCodec
 from .core import StoreCore
 from .errors import SessionError, StoreUnavailable
@@ -69,6 +69,7 @@ class SessionStore(Generic[D]):
     ) -> None:
         self._client = client
         self._replica = replica
+        self._replica_refuses: set[bytes] = set()
         self._cluster = is_sync_cluster(client)
         self.metrics = Metrics()
         self._hooks = Fanout(self.metrics, hooks)
@@ -343,7 +344,7 @@ class SessionStore(Generic[D]):
             kw["target_nodes"] = node
         elif req.key is None:
             kw["target_nodes"] = self._client.get_random_node()
-        elif req.readonly and self._opts.read_from_replicas:
+        elif self._to_replica(req):
             from redis.crc import key_slot
 
             kw["target_nodes"] = self._client.nodes_manager.get_node_from_slot(
@@ -351,8 +352,16 @@ class SessionStore(Generic[D]):
             )
         return kw
 
+    def _to_replica(self, req: Single) -> bool:
+        return (
+            req.readonly
+            and self._opts.read_from_replicas
+            and (self._replica is not None or self._cluster)
+            and _name(req) not in self._replica_refuses
+        )
+
     def _client_for(self, req: Single) -> Any:
-        if self._replica is not None and req.readonly and self._opts.read_from_replicas:
+        if self._replica is not None and self._to_replica(req):
             return self._replica
         return self._client
 
@@ -363,11 +372,18 @@ class SessionStore(Generic[D]):
         kw = self._target(req, node)
         try:
             if isinstance(req, Command):
-                return client.execute_command(*req.args, **kw)
+                return client.execute_command(*_cmd(req.args), **kw)
             try:
                 return client.execute_command("EVALSHA", req.script.sha, len(req.keys), *req.keys, *req.args, **kw)
             except NoScriptError:
                 return client.execute_command("EVAL", req.script.source, len(req.keys), *req.keys, *req.args, **kw)
+        except ReadOnlyError:
+            if not self._to_replica(req):
+                raise
+            # a module build whose reads are flagged as writes: its replicas
+            # refuse them; read from the primary from now on
+            self._replica_refuses.add(_name(req))
+            return self._send(req, node, retried)
         except ResponseError as e:
             if is_transient(e):
                 raise
@@ -377,7 +393,7 @@ class SessionStore(Generic[D]):
         pipe = self._client.pipeline() if self._cluster else self._client.pipeline(transaction=False)
         for r in req.requests:
             if isinstance(r, Command):
-                pipe.execute_command(*r.args, **{NEVER_DECODE: True})
+                pipe.execute_command(*_cmd(r.args), **{NEVER_DECODE: True})
             else:
                 pipe.execute_command("EVALSHA", r.script.sha, len(r.keys), *r.keys, *r.args, **{NEVER_DECODE: True})
         results = pipe.execute(raise_on_error=False)
@@ -453,3 +469,10 @@ def _make_cache(near_cache: bool | NearCache, policy: OnUnavailable, hooks: Fano
 
 
 _ = pool_kwargs  # re-exported for tracking
+
+
+def _name(req: Single) -> bytes:
+    if isinstance(req, Command):
+        a = req.args[0]
+        return a if isinstance(a, bytes) else str(a).encode()
+    return req.script.sha.encode()
