@@ -59,6 +59,13 @@ class AutoBackend:
         self.migrating = False
         self.reason = ""
 
+    def __getattr__(self, attr: str) -> Any:
+        # what the chosen backend offers beyond the protocol (the module's
+        # ``packed``), for introspection
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return getattr(self.chosen or self.module, attr)
+
     @property
     def name(self) -> str:  # type: ignore[override]
         if self.chosen is None:
