@@ -173,3 +173,12 @@ def test_async_cluster(cluster: Any) -> None:
 
     asyncio.run(main())
     _ = redis
+
+
+def test_concurrency_on_a_cluster(cluster: Any) -> None:
+    """Different fields of one session written at once all stay; one CAS
+    wins each round (the session's key lives on one primary, either backend)."""
+    from test_fallback import run_cas_rounds, run_field_writes
+
+    run_field_writes(lambda: store_on(cluster), n_clients=6, n_writes=15)
+    run_cas_rounds(lambda: store_on(cluster), n_clients=6, rounds=8)
