@@ -69,10 +69,7 @@ def test_near_cache_on_a_cluster(cluster: Any) -> None:
         assert len(store._tracker._links) == 3  # a pair per primary
         sids = [store.create(data={"v": 0}).sid for _ in range(6)]
         for sid in sids:
-            store.get(sid)
-        for sid in sids:
-            got = store.get(sid)
-            assert got is not None and got.cached
+            wait_for(lambda sid=sid: (g := store.get(sid)) is not None and g.cached, 5, what="cache filled")
         for i, sid in enumerate(sids):
             other.set(sid, data={"v": i + 1})
 

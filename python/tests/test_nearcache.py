@@ -37,6 +37,12 @@ def cached_store(server: Any, **kw: Any) -> SessionStore[Any]:
     return store
 
 
+def warm(store: Any, sid: str, touch: bool = False) -> None:
+    """Read until the near-cache holds the session: a fill is refused when an
+    invalidation (of the create itself, say) arrives while the read is in flight."""
+    wait_for(lambda: (g := store.get(sid, touch=touch)) is not None and g.cached, 5, what="the cache filled")
+
+
 def invalidations(store: Any) -> int:
     return int(store.metrics.snapshot()["cache"].get("invalidation", 0))
 
@@ -46,7 +52,7 @@ def test_hits_cost_no_round_trip_and_writes_elsewhere_invalidate(server: Any) ->
     other: SessionStore[Any] = SessionStore(redis.Redis(port=server.port), tenant="acme")
     try:
         s = store.create(subject="u", data={"v": 1})
-        assert store.get(s.sid) is not None  # fills
+        warm(store, s.sid)
         n = gets(server)
         for _ in range(50):
             hit = store.get(s.sid)
@@ -59,7 +65,7 @@ def test_hits_cost_no_round_trip_and_writes_elsewhere_invalidate(server: Any) ->
         wait_for(lambda: invalidations(store) > inv, 5, what="invalidation")
         got = store.get(s.sid)
         assert got is not None and got.data == {"v": 2} and not got.cached
-        store.get(s.sid)
+        warm(store, s.sid)
         # a revoke from another client: never served again after its invalidation
         inv = invalidations(store)
         other.revoke(s.sid, reason="stolen")
@@ -69,14 +75,14 @@ def test_hits_cost_no_round_trip_and_writes_elsewhere_invalidate(server: Any) ->
                 store.get(s.sid)
         # a DEL by hand, too
         t = store.create(data={"a": 1})
-        store.get(t.sid)
+        warm(store, t.sid)
         inv = invalidations(store)
         redis.Redis(port=server.port).delete(b"sess:acme:" + t.sid.encode())
         wait_for(lambda: invalidations(store) > inv, 5, what="invalidation")
         assert store.get(t.sid) is None
         # fresh=True always reads the server
         u = store.create(data={"a": 1})
-        store.get(u.sid)
+        warm(store, u.sid)
         n = gets(server)
         assert store.get(u.sid, fresh=True) is not None
         assert gets(server) == n + 1
@@ -94,10 +100,10 @@ def test_staleness_bound_under_concurrent_writes(server: Any) -> None:
     try:
         s = writer.create(data={"n": 0})
         for i in range(1, 30):
-            store.get(s.sid)  # cache it
+            warm(store, s.sid)
             inv = invalidations(store)
             writer.set(s.sid, data={"n": i})
-            wait_for(lambda: invalidations(store) > inv, 5, what="invalidation")
+            wait_for(lambda inv=inv: invalidations(store) > inv, 5, what="invalidation")
             got = store.get(s.sid)
             assert got is not None and got.data["n"] == i
     finally:
@@ -111,7 +117,7 @@ def test_touch_hits_renew_at_most_once_per_resolution(server: Any, backend_kind:
     assert store._tracker.wait_up(10)
     try:
         s = store.create(data={"a": 1}, idle=60_000)
-        store.get(s.sid, touch=True)  # fills (the read renewed)
+        warm(store, s.sid, touch=True)
         r0 = renews(server)
         t0 = time.monotonic()
         while time.monotonic() - t0 < 1.0:
@@ -135,7 +141,7 @@ def test_losing_the_invalidation_link_turns_the_cache_off(server: Any, backend_k
     admin = redis.Redis(port=server.port)
     try:
         s = store.create(data={"a": 1})
-        store.get(s.sid)
+        warm(store, s.sid)
         assert store.near_cache is not None and len(store.near_cache) == 1
         gen = store._tracker.generation
         # kill the store's invalidation connection (the subscribed one)
@@ -160,7 +166,11 @@ def test_async_store_near_cache(server: Any, backend_kind: str) -> None:
         assert await asyncio.to_thread(store._tracker.wait_up, 10)
         other = redis.Redis(port=server.port)
         s = await store.create(data={"v": 1})
-        await store.get(s.sid, touch=True)
+        for _ in range(100):
+            g = await store.get(s.sid, touch=True)
+            if g is not None and g.cached:
+                break
+            await asyncio.sleep(0.01)
         n = gets(server)
         for _ in range(20):
             hit = await store.get(s.sid, touch=True)

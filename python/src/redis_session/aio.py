@@ -81,6 +81,8 @@ class AsyncSessionStore(Generic[D]):
             read_from_replicas=read_from_replicas,
         )
         cache = _make_cache(near_cache, self._opts.on_unavailable, self._hooks)
+        if cache is not None:
+            self.metrics.cache_counters = cache.counters
         keys = KeySchema(prefix, tenant)
         self._core: StoreCore[D] = StoreCore(
             make_backend(backend, prefix=prefix, cluster=self._cluster),
@@ -202,6 +204,14 @@ class AsyncSessionStore(Generic[D]):
         nodata: bool = False,
         fresh: bool = False,
     ) -> Session[D] | None:
+        if not fresh and fields is None and not nodata:
+            # near-cache hit: no generator, no round trip
+            s, renewal = self._core.cached(sid, touch)
+            if s is not None:
+                if renewal is not None:
+                    self._background(renewal)
+                return s
+            return await self._run("get", self._core.get(sid, touch=touch, looked_up=True))
         return await self._run("get", self._core.get(sid, touch=touch, fields=fields, nodata=nodata, fresh=fresh))
 
     async def set(

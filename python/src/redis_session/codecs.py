@@ -83,13 +83,17 @@ class _PerValue:
         return out
 
     def decode_data(self, raw: Mapping[bytes, bytes]) -> Mapping[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in raw.items():
+        dec = self._dec
+        try:
+            return MappingProxyType({k.decode(): dec(v) for k, v in raw.items()})
+        except (msgspec.DecodeError, ValueError):
+            pass
+        for k, v in raw.items():  # say which field
             try:
-                out[_name(k)] = self._dec(v)
+                dec(v)
             except (msgspec.DecodeError, ValueError) as e:
                 raise CodecError(f"stored data field {_name(k)!r} does not decode: {e}") from None
-        return MappingProxyType(out)
+        return MappingProxyType({_name(k): dec(v) for k, v in raw.items()})
 
 
 class MsgpackCodec(_PerValue):

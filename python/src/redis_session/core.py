@@ -9,12 +9,14 @@ import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
+import msgspec
+
 from .codecs import Codec, field_name
 from .errors import CodecError, StoreUnavailable
 from .metrics import Hooks
 from .nearcache import NearCache
 from .policy import OnUnavailable
-from .protocol import Backend, Background, KeySchema, Op
+from .protocol import Backend, Background, KeySchema, Op, Single
 from .types import RawSession, Session, TenantSettings, Ttl, _state, frozen_map, ttl_from_raw
 
 D = TypeVar("D")
@@ -28,7 +30,10 @@ def new_sid() -> str:
 
 
 def _text(b: bytes) -> str:
-    return b.decode("utf-8", "surrogateescape")
+    try:
+        return b.decode()
+    except UnicodeDecodeError:
+        return b.decode("utf-8", "surrogateescape")
 
 
 def _btext(s: str, what: str) -> bytes:
@@ -94,6 +99,19 @@ class StoreCore(Generic[D]):
             cached=cached,
         )
 
+    def cached(self, sid: str, touch: bool) -> tuple[Session[D] | None, Single | None]:
+        """The near-cache's fast path, before any generator is built: a
+        fresh entry and the background renewal to send, if one is due.
+        Only a valid sid can be in the cache, so the lookup needs no check."""
+        cache = self.cache
+        if cache is None or type(sid) is not str:
+            return None, None
+        key = self.keys.tenant_prefix + sid.encode()
+        s, renew = cache.hit(key, touch)
+        if s is None:
+            return None, None
+        return s, (self.backend.renewal(key) if renew else None)
+
     def _drop(self, key: bytes) -> None:
         if self.cache is not None:
             self.cache.invalidate(key)
@@ -132,14 +150,15 @@ class StoreCore(Generic[D]):
         fields: Iterable[str] | None = None,
         nodata: bool = False,
         fresh: bool = False,
+        looked_up: bool = False,
     ) -> Op[Session[D] | None]:
         key = self.keys.key(sid)
         flist = None if fields is None else [field_name(f) for f in fields]
         cache = self.cache if (flist is None and not nodata) else None
-        if cache is not None and not fresh:
-            hit = cache.lookup(key)
+        if cache is not None and not fresh and not looked_up:
+            hit, renew = cache.hit(key, touch)
             if hit is not None:
-                if touch and cache.renewal_due(key):
+                if renew:
                     # slide the server's idle deadline; the reply is not awaited
                     yield Background(self.backend.renewal(key))
                 return hit
@@ -163,7 +182,7 @@ class StoreCore(Generic[D]):
                 return None
             s = self.session(sid, raw)
             if cache is not None and token is not None:
-                cache.fill(key, token, Session(**{**_fields(s), "cached": True}), _raw_size(raw))
+                cache.fill(key, token, msgspec.structs.replace(s, cached=True), _raw_size(raw))
             return s
         finally:
             if cache is not None:
@@ -228,19 +247,15 @@ class StoreCore(Generic[D]):
         self, subject: str, *, except_sid: str | None = None, reason: str | None = None
     ) -> Op[int]:
         ex = None if except_sid is None else self.keys.key(except_sid)
-        try:
-            return (
-                yield from self.backend.revoke_all(
-                    self.keys.tenant.encode(),
-                    _btext(subject, "subject"),
-                    except_key=ex,
-                    reason=None if reason is None else _btext(reason, "reason"),
-                )
+        # the server's invalidations drop each revoked session from the near-cache
+        return (
+            yield from self.backend.revoke_all(
+                self.keys.tenant.encode(),
+                _btext(subject, "subject"),
+                except_key=ex,
+                reason=None if reason is None else _btext(reason, "reason"),
             )
-        finally:
-            # the server's invalidations drop each revoked session; a store
-            # without tracking has nothing cached
-            pass
+        )
 
     def count(self, subject: str | None = None) -> Op[int]:
         return (
@@ -257,20 +272,3 @@ class StoreCore(Generic[D]):
 
     def reset_tenant(self) -> Op[bool]:
         return (yield from self.backend.tenant_del(self.keys.tenant.encode()))
-
-
-def _fields(s: Session[Any]) -> dict[str, Any]:
-    return {
-        "sid": s.sid,
-        "tenant": s.tenant,
-        "subject": s.subject,
-        "created": s.created,
-        "version": s.version,
-        "state": s.state,
-        "last_access": s.last_access,
-        "idle_deadline": s.idle_deadline,
-        "absolute_deadline": s.absolute_deadline,
-        "grace_until": s.grace_until,
-        "meta": s.meta,
-        "data": s.data,
-    }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -31,8 +31,10 @@ class Hooks(Protocol):
         or the exception's class name ("Revoked", "StoreUnavailable", ...)."""
 
     def on_cache(self, event: str, n: int = 1) -> None:
-        """Near-cache: "hit", "miss", "stale_hit", "fill", "invalidation",
-        "flush", "eviction", "renewal"."""
+        """Near-cache events: "invalidation", "flush", "eviction",
+        "stale_hit", "renewal_dropped", "renewal_failed". Hits, misses and
+        renewals are counters of the cache itself (`Metrics.snapshot()`),
+        so that a hit costs no call."""
 
     def on_breaker(self, state: str) -> None:
         """The circuit breaker changed state: "closed", "open", "half_open"."""
@@ -83,6 +85,9 @@ class Metrics(BaseHooks):
         self.breaker_transitions: dict[str, int] = {}
         self.tracking_up = False
         self.hook_errors = 0
+        #: the near-cache's own counters (hits, misses, renewals, entries,
+        #: bytes), read on snapshot: a hit costs no hook call
+        self.cache_counters: Callable[[], dict[str, int]] | None = None
 
     def on_call(self, op: str, seconds: float, outcome: str) -> None:
         with self._lock:
@@ -125,7 +130,7 @@ class Metrics(BaseHooks):
                     }
                     for k, v in self.ops.items()
                 },
-                "cache": dict(self.cache),
+                "cache": {**self.cache, **(self.cache_counters() if self.cache_counters else {})},
                 "retries": dict(self.retries),
                 "breaker": {"state": self.breaker_state, "transitions": dict(self.breaker_transitions)},
                 "tracking_up": self.tracking_up,
@@ -139,6 +144,7 @@ class Fanout(BaseHooks):
     def __init__(self, metrics: Metrics, hooks: Sequence[Hooks]) -> None:
         self.metrics = metrics
         self.hooks = list(hooks)
+        self._on_call = [metrics.on_call, *(h.on_call for h in self.hooks if hasattr(h, "on_call"))]
 
     def _each(self, name: str, *args: object) -> None:
         getattr(self.metrics, name)(*args)
@@ -152,7 +158,10 @@ class Fanout(BaseHooks):
                 self.metrics.hook_errors += 1
 
     def on_call(self, op: str, seconds: float, outcome: str) -> None:
-        self._each("on_call", op, seconds, outcome)
+        if len(self._on_call) == 1:
+            self.metrics.on_call(op, seconds, outcome)
+        else:
+            self._each("on_call", op, seconds, outcome)
 
     def on_cache(self, event: str, n: int = 1) -> None:
         self._each("on_cache", event, n)

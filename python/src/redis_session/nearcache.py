@@ -15,6 +15,7 @@ are in flight). `fill` stores the value only if neither moved.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -30,10 +31,11 @@ class _Entry:
     session: Session[Any]
     size: int
     filled_at: float
-    #: estimated server idle deadline (ms, our clock), moved by our renewals
-    idle_deadline: int
-    idle: int
-    absolute_deadline: int
+    #: monotonic time after which the entry is not served: the estimated
+    #: server idle deadline (moved by our renewals), the absolute deadline, max_age
+    expires: float
+    idle: float
+    absolute: float
     renewed_at: float
 
 
@@ -81,6 +83,10 @@ class NearCache:
         self._enabled = False
         self._epoch = 0
         self._inflight: dict[bytes, list[int]] = {}
+        self.hits = 0
+        self.misses = 0
+        self.renewals = 0
+        self.stale_hits = 0
 
     # -- state -----------------------------------------------------------------
     @property
@@ -137,28 +143,34 @@ class NearCache:
     # -- reads ---------------------------------------------------------------------
     def lookup(self, key: bytes) -> Session[Any] | None:
         """A fresh entry, or None (counted as a hit or a miss)."""
+        return self.hit(key, False)[0]
+
+    def hit(self, key: bytes, touch: bool) -> tuple[Session[Any] | None, bool]:
+        """(the fresh entry or None, whether to send a renewal now). A
+        renewal is due at most once per ``touch_resolution`` per session;
+        when it is, the entry's deadline estimate moves as the server's will."""
         with self._lock:
             e = self._entries.get(key)
-            if e is not None:
-                if (
-                    self._clock() - e.filled_at < self.max_age
-                    and self._wall_ms() < e.idle_deadline
-                    and (e.absolute_deadline < 0 or self._wall_ms() < e.absolute_deadline)
-                ):
-                    self._entries.move_to_end(key)
-                    hit = e.session
-                else:
-                    self._entries.pop(key)
-                    self._bytes -= e.size
-                    hit = None
-            else:
-                hit = None
-        self._event("hit" if hit is not None else "miss", 1)
-        return hit
+            if e is None:
+                self.misses += 1
+                return None, False
+            now = self._clock()
+            if now >= e.expires:
+                del self._entries[key]
+                self._bytes -= e.size
+                self.misses += 1
+                return None, False
+            self._entries.move_to_end(key)
+            self.hits += 1
+            if not touch or now - e.renewed_at < self.touch_resolution:
+                return e.session, False
+            e.renewed_at = now
+            e.expires = min(now + e.idle, e.absolute, e.filled_at + self.max_age)
+            self.renewals += 1
+            return e.session, True
 
     def renewal_due(self, key: bytes) -> bool:
-        """True at most once per ``touch_resolution`` per cached session: the
-        caller sends one renewal and the entry's deadline estimate moves."""
+        """Whether a touch of a cached session should send a renewal now (see `hit`)."""
         with self._lock:
             e = self._entries.get(key)
             if e is None:
@@ -167,10 +179,20 @@ class NearCache:
             if now - e.renewed_at < self.touch_resolution:
                 return False
             e.renewed_at = now
-            new = self._wall_ms() + e.idle
-            e.idle_deadline = new if e.absolute_deadline < 0 else min(new, e.absolute_deadline)
-        self._event("renewal", 1)
-        return True
+            e.expires = min(now + e.idle, e.absolute, e.filled_at + self.max_age)
+            self.renewals += 1
+            return True
+
+    def counters(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "hits": self.hits,
+                "misses": self.misses,
+                "renewals": self.renewals,
+                "entries": len(self._entries),
+                "bytes": self._bytes,
+                "enabled": int(self._enabled),
+            }
 
     def stale(self, key: bytes) -> Session[Any] | None:
         """The last known value, for the serve-cached policy while Redis is down."""
@@ -180,6 +202,7 @@ class NearCache:
                 return None
             if self._wall_ms() >= e.session.grace_until:
                 return None
+            self.stale_hits += 1
             return e.session
 
     def begin(self, key: bytes) -> Token:
@@ -214,16 +237,17 @@ class NearCache:
             if old is not None:
                 self._bytes -= old.size
             now = self._clock()
-            idle = max(0, session.idle_deadline - session.last_access)
-            self._entries[key] = _Entry(
-                session, size, now, session.idle_deadline, idle, session.absolute_deadline, now
-            )
+            # server times (ms since the epoch) as our monotonic clock
+            offset = now - self._wall_ms() / 1000.0
+            idle = max(0, session.idle_deadline - session.last_access) / 1000.0
+            absolute = math.inf if session.absolute_deadline < 0 else session.absolute_deadline / 1000.0 + offset
+            expires = min(now + self.max_age, session.idle_deadline / 1000.0 + offset, absolute)
+            self._entries[key] = _Entry(session, size, now, expires, idle, absolute, now)
             self._bytes += size
             while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
                 _, e = self._entries.popitem(last=False)
                 self._bytes -= e.size
                 evicted += 1
-        self._event("fill", 1)
         if evicted:
             self._event("eviction", evicted)
         return True

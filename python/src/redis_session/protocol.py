@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import re
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from .errors import InvalidSession
 from .types import RawSession, RawTtl, TenantSettings
 
 T = TypeVar("T")
@@ -240,8 +242,6 @@ class KeySchema:
     __slots__ = ("prefix", "tenant", "tenant_prefix")
 
     def __init__(self, prefix: str, tenant: str) -> None:
-        from .errors import InvalidSession
-
         if not valid_tenant(tenant):
             raise InvalidSession("invalid tenant: 1-64 characters of A-Z a-z 0-9 _ -")
         self.prefix = prefix.encode()
@@ -250,8 +250,6 @@ class KeySchema:
         self.tenant_prefix = self.prefix + tenant.encode() + b":"
 
     def key(self, sid: str) -> bytes:
-        from .errors import InvalidSession
-
         if not valid_sid(sid):
             raise InvalidSession("invalid session id: 16-128 characters of A-Z a-z 0-9 _ -")
         return self.tenant_prefix + sid.encode()
@@ -260,12 +258,13 @@ class KeySchema:
         return key[len(self.tenant_prefix) :].decode()
 
 
-_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_SID = re.compile(r"[A-Za-z0-9_-]{16,128}")
+_TENANT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def valid_sid(sid: Any) -> bool:
-    return isinstance(sid, str) and 16 <= len(sid) <= 128 and _ALPHABET.issuperset(sid)
+    return type(sid) is str and _SID.fullmatch(sid) is not None
 
 
 def valid_tenant(tenant: Any) -> bool:
-    return isinstance(tenant, str) and 1 <= len(tenant) <= 64 and _ALPHABET.issuperset(tenant)
+    return type(tenant) is str and _TENANT.fullmatch(tenant) is not None

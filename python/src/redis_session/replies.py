@@ -100,10 +100,36 @@ def _int(x: Any) -> int:
     raise errors.ServerError("unexpected reply: expected an integer")
 
 
+_ORDER = (b"subject", b"created", b"version", b"state", b"last_access", b"idle_deadline",
+          b"absolute_deadline", b"grace_until", b"meta", b"data")  # fmt: skip
+
+
+def _flat_map(x: Any) -> dict[bytes, bytes]:
+    if type(x) is list:
+        return dict(zip(x[::2], x[1::2], strict=True))
+    return bytes_map(x)
+
+
 def decode_map(reply: Any) -> RawSession | None:
     """The map reply of ``SESSION.GET`` (RESP2 or RESP3), or nil."""
     if reply is None:
         return None
+    # the common case: a RESP2 flat array of bytes in the documented order
+    if type(reply) is list and len(reply) in (18, 20) and tuple(reply[0::2]) == _ORDER[: len(reply) // 2]:
+        r = reply
+        if all(type(r[i]) is int for i in (3, 5, 9, 11, 13, 15)) and type(r[1]) is bytes:
+            return RawSession(
+                subject=r[1],
+                created=r[3],
+                version=r[5],
+                state=as_str(r[7]),
+                last_access=r[9],
+                idle_deadline=r[11],
+                absolute_deadline=r[13],
+                grace_until=r[15],
+                meta=_flat_map(r[17]),
+                data=_flat_map(r[19]) if len(r) == 20 else {},
+            )
     d = {as_str(k): v for k, v in pairs(reply).items()}
     try:
         return RawSession(

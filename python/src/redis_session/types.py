@@ -4,7 +4,7 @@ backend-level `RawSession` (bytes, before the codec)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
@@ -14,9 +14,8 @@ D = TypeVar("D")
 State = Literal["active", "grace"]
 
 
-@dataclass(frozen=True, slots=True)
-class Session(Generic[D]):
-    """One session as read from the store. Immutable.
+class Session(msgspec.Struct, Generic[D], frozen=True, gc=False):
+    """One session as read from the store. Immutable (a frozen `msgspec.Struct`).
 
     Times are milliseconds since the epoch (server clock). ``absolute_deadline``
     is -1 when the session has no absolute limit. ``data`` is what the store's
@@ -24,7 +23,9 @@ class Session(Generic[D]):
     for the dict codecs, an instance of the schema for a schema codec.
 
     A session served from the near-cache is the same object for every reader:
-    treat ``data``'s values as read-only (copy before mutating).
+    treat ``data``'s values as read-only (copy before mutating). Its
+    ``last_access`` and deadlines are those of the read that filled the cache
+    (renewals do not invalidate; see the README's near-cache section).
     """
 
     sid: str
@@ -40,7 +41,7 @@ class Session(Generic[D]):
     meta: Mapping[str, str]
     data: D
     #: where the value came from: False for a network read, True for a near-cache hit
-    cached: bool = field(default=False, compare=False)
+    cached: bool = False
 
 
 @dataclass(frozen=True, slots=True)
