@@ -17,7 +17,6 @@ _ic = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_ic)
 
 # fixtures and hooks of the integration suite
-make_server = _ic.make_server
 server = _ic.server
 server0 = _ic.server0
 make_pair = _ic.make_pair

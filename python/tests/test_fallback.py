@@ -26,6 +26,7 @@ def plain(make_server_any: Any, **kw: Any) -> Any:
 
 # --- concurrency, on both backends ----------------------------------------------------
 
+
 def test_concurrent_field_writes_keep_every_change(server: Any) -> None:
     run_field_writes(lambda: SessionStore(redis.Redis(port=server.port), tenant="acme"))
 
@@ -103,6 +104,7 @@ def run_cas_rounds(make_store: Any, n_clients: int = 8, rounds: int = 15) -> Non
 
 # --- the automatic choice --------------------------------------------------------------
 
+
 def test_auto_choice_logs_and_can_be_overridden(make_server_any: Any, caplog: Any) -> None:
     p = plain(make_server_any)
     m = make_server_any(name="mod")
@@ -145,6 +147,7 @@ def test_auto_choice_without_module_list(make_server_any: Any, caplog: Any) -> N
 
 # --- replication and persistence -------------------------------------------------------
 
+
 def test_fallback_writes_replicate_and_reload_exactly(make_server_any: Any) -> None:
     """Every script writes absolute values (HSET, PEXPIREAT): the replica and
     an AOF reload hold the primary's keyspace exactly (DEBUG DIGEST); a
@@ -181,6 +184,7 @@ def test_fallback_writes_replicate_and_reload_exactly(make_server_any: Any) -> N
 
 # --- migrating mode ------------------------------------------------------------------
 
+
 def test_migrating_mode_serves_both_kinds_then_migrate(make_server_any: Any, caplog: Any) -> None:
     """An app on the fallback, the module loaded, then an app in auto mode:
     it serves the sessions still held as hashes and the new module ones,
@@ -216,6 +220,7 @@ def test_migrating_mode_serves_both_kinds_then_migrate(make_server_any: Any, cap
 
 
 # --- the cluster's best-effort index ---------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def plain_cluster(tmp_path_factory: Any) -> Any:

@@ -17,13 +17,13 @@ sys.path.insert(0, str(ROOT / "integration"))
 sys.path.insert(0, str(ROOT / "python" / "src"))
 
 from sessionlib import Server, new_sid, norm_session, norm_ttl  # noqa: E402
-from test_fallback_scripts import run  # noqa: E402
 
 from redis_session.fallback import migrate as mig  # noqa: E402
 from redis_session.fallback import wire  # noqa: E402
 from redis_session.fallback.wire import Layout, Options  # noqa: E402
+from test_fallback_scripts import run  # noqa: E402
 
-O = Options()
+OPTS = Options()
 L = Layout()
 
 
@@ -36,7 +36,7 @@ def srv(tmp_path):
 
 
 def fb_get(r, k):
-    return wire.decode_get(run(r, wire.get(k, O)))
+    return wire.decode_get(run(r, wire.get(k, OPTS)))
 
 
 def module_get(r, k):
@@ -48,18 +48,21 @@ def test_migrate_keeps_every_session_whole(srv):
     keys = {}
     for n in range(30):
         k = L.session("acme" if n % 2 else "globex", new_sid())
-        kw = dict(subject=f"user{n % 4}".encode() if n % 3 else b"",
-                  meta={b"ip": b"10.0.0.%d" % n} if n % 5 else None,
-                  data={b"cart": b"%d" % n, b"bin": bytes(range(256))[: n * 7]},
-                  absolute=0 if n % 7 == 0 else None, idle=600_000 + n)
-        assert len(run(r, wire.create(k, L.split(k)[0], O, True, **kw))) == 4
+        kw = dict(
+            subject=f"user{n % 4}".encode() if n % 3 else b"",
+            meta={b"ip": b"10.0.0.%d" % n} if n % 5 else None,
+            data={b"cart": b"%d" % n, b"bin": bytes(range(256))[: n * 7]},
+            absolute=0 if n % 7 == 0 else None,
+            idle=600_000 + n,
+        )
+        assert len(run(r, wire.create(k, L.split(k)[0], OPTS, True, **kw))) == 4
         keys[k] = kw
     ks = list(keys)
     # versions > 1, a renewal with a new idle, a tombstone, an empty CAS
-    run(r, wire.set_fields(ks[0], b"globex", O, True, data={b"x": b"1"}, meta={b"ua": b"m"}))
-    run(r, wire.renew(ks[1], O, idle=900_000))
-    run(r, wire.revoke(ks[2], b"globex", O, True, reason=b"stolen cookie"))
-    run(r, wire.cas(ks[3], b"acme", O, True, 1, {}))
+    run(r, wire.set_fields(ks[0], b"globex", OPTS, True, data={b"x": b"1"}, meta={b"ua": b"m"}))
+    run(r, wire.renew(ks[1], OPTS, idle=900_000))
+    run(r, wire.revoke(ks[2], b"globex", OPTS, True, reason=b"stolen cookie"))
+    run(r, wire.cas(ks[3], b"acme", OPTS, True, 1, {}))
     r.hset(L.settings("acme"), mapping={"idle": 700_000, "maxpersubject": 9})
     foreign = L.session("acme", new_sid())
     r.hset(foreign, "not", "ours")
@@ -87,7 +90,8 @@ def test_migrate_keeps_every_session_whole(srv):
     for s, listed in subjects_before.items():
         assert sorted(r.execute_command("SESSION.LIST", "acme", s)) == listed
     # tenant settings moved; the fallback's own keys are gone
-    t = dict(zip(*[iter(r.execute_command("SESSION.TENANT", "GET", "acme"))] * 2))
+    tg = r.execute_command("SESSION.TENANT", "GET", "acme")
+    t = dict(zip(tg[::2], tg[1::2], strict=True))
     assert t[b"idle"] == 700_000 and t[b"maxpersubject"] == 9
     assert r.keys(b"*@subject*") == [] and r.keys(b"*@settings") == []
     assert r.type(foreign) == b"hash"
@@ -102,7 +106,7 @@ def test_migrate_resumes_after_interruption(srv):
     r = srv.client(decode=False)
     ks = [L.session("acme", new_sid()) for _ in range(40)]
     for k in ks:
-        run(r, wire.create(k, b"acme", O, True, subject=b"u", data={b"a": b"1"}))
+        run(r, wire.create(k, b"acme", OPTS, True, subject=b"u", data={b"a": b"1"}))
 
     class Stop(Exception):
         pass
@@ -127,7 +131,7 @@ def test_migrate_under_concurrent_writes_loses_nothing(srv):
     r = srv.client(decode=False)
     ks = [L.session("acme", new_sid()) for _ in range(20)]
     for k in ks:
-        run(r, wire.create(k, b"acme", O, True))
+        run(r, wire.create(k, b"acme", OPTS, True))
     stop = threading.Event()
     written: dict[bytes, int] = {k: 0 for k in ks}
 
@@ -140,7 +144,7 @@ def test_migrate_under_concurrent_writes_loses_nothing(srv):
             field = b"w%d" % idx
             val = b"%d" % n
             try:
-                run(c, wire.set_fields(k, b"acme", O, True, data={field: val}))
+                run(c, wire.set_fields(k, b"acme", OPTS, True, data={field: val}))
             except redis.ResponseError as e:
                 assert str(e).startswith("WRONGTYPE")
                 c.execute_command("SESSION.SET", k, "DATA", field, val)
@@ -179,7 +183,7 @@ def test_migrate_refuses_without_module(tmp_path):
 def test_cli_dry_run_and_run(srv, capsys):
     r = srv.client(decode=False)
     k = L.session("acme", new_sid())
-    run(r, wire.create(k, b"acme", O, True, data={b"a": b"1"}))
+    run(r, wire.create(k, b"acme", OPTS, True, data={b"a": b"1"}))
     url = f"redis://127.0.0.1:{srv.port}/0"
     assert mig.main([url, "--dry-run"]) == 0
     assert r.type(k) == b"hash"

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio as aredis
-from conftest import module_only, raw_set
 from sessionlib import wait_for
 
+from conftest import module_only, raw_set
 from redis_session import AsyncSessionStore, NearCache, Revoked, SessionStore
 
 

@@ -9,9 +9,9 @@ import msgspec
 import pytest
 import redis
 import redis.asyncio as aredis
-from conftest import module_only, raw_set
 from sessionlib import replicate, wait_sync
 
+from conftest import module_only, raw_set
 from redis_session import (
     AsyncSessionStore,
     CodecError,

@@ -16,8 +16,8 @@ from ._driver import Options, _cmd, error_reply, is_async_cluster, is_transient,
 from .codecs import Codec, MsgpackCodec
 from .core import StoreCore
 from .errors import SessionError, StoreUnavailable
-from .metrics import Fanout, Hooks, Metrics
 from .fallback.auto import make_backend
+from .metrics import Fanout, Hooks, Metrics
 from .nearcache import NearCache
 from .policy import CircuitBreaker, OnUnavailable, RetryPolicy
 from .protocol import (

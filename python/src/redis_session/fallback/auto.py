@@ -51,8 +51,14 @@ def _wrongtype(e: errors.ServerError) -> bool:
 class AutoBackend:
     """Chooses the module or the Lua backend on first use (see the module doc)."""
 
-    def __init__(self, *, prefix: str | bytes = "sess:", cluster: bool = False, lua: LuaBackend | None = None,
-                 module: ModuleBackend | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        prefix: str | bytes = "sess:",
+        cluster: bool = False,
+        lua: LuaBackend | None = None,
+        module: ModuleBackend | None = None,
+    ) -> None:
         self.module = module or ModuleBackend()
         self.lua = lua or LuaBackend(prefix=prefix, cluster=cluster)
         self.chosen: Backend | None = None
@@ -67,7 +73,7 @@ class AutoBackend:
         return getattr(self.chosen or self.module, attr)
 
     @property
-    def name(self) -> str:  # type: ignore[override]
+    def name(self) -> str:
         if self.chosen is None:
             return "auto"
         return "module+lua" if self.migrating else self.chosen.name
@@ -92,8 +98,11 @@ class AutoBackend:
             self.chosen = self.module
             self.reason = how
             if self.migrating:
-                log.info("redis-session: session module found (%s) and fallback sessions remain: using the module "
-                         "with the Lua fallback for keys not yet migrated (run redis-session migrate)", how)
+                log.info(
+                    "redis-session: session module found (%s) and fallback sessions remain: using the module "
+                    "with the Lua fallback for keys not yet migrated (run redis-session migrate)",
+                    how,
+                )
             else:
                 log.info("redis-session: session module found (%s): using the module backend", how)
         else:
@@ -114,31 +123,55 @@ class AutoBackend:
                 raise
         return (yield from op(self.lua))
 
-    def create(self, key: bytes, *, subject: bytes, idle: int | None, absolute: int | None, grace: int | None,
-               meta: Mapping[bytes, bytes], data: Mapping[bytes, bytes]) -> Op[RawSession]:
+    def create(
+        self,
+        key: bytes,
+        *,
+        subject: bytes,
+        idle: int | None,
+        absolute: int | None,
+        grace: int | None,
+        meta: Mapping[bytes, bytes],
+        data: Mapping[bytes, bytes],
+    ) -> Op[RawSession]:
         b = yield from self.detect()
-        return (yield from b.create(key, subject=subject, idle=idle, absolute=absolute, grace=grace, meta=meta,
-                                    data=data))
+        return (
+            yield from b.create(key, subject=subject, idle=idle, absolute=absolute, grace=grace, meta=meta, data=data)
+        )
 
     def get(self, key: bytes, *, touch: bool, fields: Sequence[bytes] | None, nodata: bool) -> Op[RawSession | None]:
-        return (yield from self._keyed(lambda b: b.get(key, touch=touch, fields=fields, nodata=nodata)))
+        r: RawSession | None = yield from self._keyed(lambda b: b.get(key, touch=touch, fields=fields, nodata=nodata))
+        return r
 
-    def set(self, key: bytes, *, data: Mapping[bytes, bytes], unset: Sequence[bytes], meta: Mapping[bytes, bytes],
-            if_version: int | None) -> Op[int | None]:
-        return (yield from self._keyed(lambda b: b.set(key, data=data, unset=unset, meta=meta,
-                                                       if_version=if_version)))
+    def set(
+        self,
+        key: bytes,
+        *,
+        data: Mapping[bytes, bytes],
+        unset: Sequence[bytes],
+        meta: Mapping[bytes, bytes],
+        if_version: int | None,
+    ) -> Op[int | None]:
+        r: int | None = yield from self._keyed(
+            lambda b: b.set(key, data=data, unset=unset, meta=meta, if_version=if_version)
+        )
+        return r
 
     def cas(self, key: bytes, version: int, data: Mapping[bytes, bytes]) -> Op[int | None]:
-        return (yield from self._keyed(lambda b: b.cas(key, version, data)))
+        r: int | None = yield from self._keyed(lambda b: b.cas(key, version, data))
+        return r
 
     def renew(self, key: bytes, *, idle: int | None) -> Op[int | None]:
-        return (yield from self._keyed(lambda b: b.renew(key, idle=idle)))
+        r: int | None = yield from self._keyed(lambda b: b.renew(key, idle=idle))
+        return r
 
     def ttl(self, key: bytes) -> Op[RawTtl | None]:
-        return (yield from self._keyed(lambda b: b.ttl(key)))
+        r: RawTtl | None = yield from self._keyed(lambda b: b.ttl(key))
+        return r
 
     def revoke(self, key: bytes, *, reason: bytes | None) -> Op[bool]:
-        return (yield from self._keyed(lambda b: b.revoke(key, reason=reason)))
+        r: bool = yield from self._keyed(lambda b: b.revoke(key, reason=reason))
+        return r
 
     def renewal(self, key: bytes) -> Single:
         return (self.chosen or self.module).renewal(key)
@@ -151,8 +184,7 @@ class AutoBackend:
             out = sorted(set(out) | set((yield from self.lua.list(tenant, subject))))
         return out
 
-    def revoke_all(self, tenant: bytes, subject: bytes, *, except_key: bytes | None,
-                   reason: bytes | None) -> Op[int]:
+    def revoke_all(self, tenant: bytes, subject: bytes, *, except_key: bytes | None, reason: bytes | None) -> Op[int]:
         b = yield from self.detect()
         n: int = yield from b.revoke_all(tenant, subject, except_key=except_key, reason=reason)
         if self.migrating:

@@ -198,8 +198,19 @@ class LuaBackend:
                 ab = absolute if absolute is not None else eff["absolute"]
                 idx = self.layout.index(tenant, subject)
                 check((yield _script(wire.index_add(idx, key, ab), retry=Retry.SAFE)))
-        c = wire.create(key, tenant, self.options, self.single, settings=settings, subject=subject,
-                        idle=idle, absolute=absolute, grace=grace, meta=meta, data=data)
+        c = wire.create(
+            key,
+            tenant,
+            self.options,
+            self.single,
+            settings=settings,
+            subject=subject,
+            idle=idle,
+            absolute=absolute,
+            grace=grace,
+            meta=meta,
+            data=data,
+        )
         r = yield _script(c, retry=Retry.SAFE)
         if isinstance(r, ErrorReply):
             if r.code == "EXISTS" and r.retried:
@@ -255,8 +266,17 @@ class LuaBackend:
     ) -> Op[int | None]:
         tenant = self._tenant_of(key)
         maxdata = yield from self._maxdata(tenant)
-        c = wire.set_fields(key, tenant, self.options, self.single, maxdata=maxdata, if_version=if_version,
-                            meta=meta, unset=unset, data=data)
+        c = wire.set_fields(
+            key,
+            tenant,
+            self.options,
+            self.single,
+            maxdata=maxdata,
+            if_version=if_version,
+            meta=meta,
+            unset=unset,
+            data=data,
+        )
         retry = Retry.SAFE if if_version is not None else Retry.NEVER
         return as_opt_int((yield _script(c, retry=retry)))
 
@@ -286,9 +306,7 @@ class LuaBackend:
             return sorted(as_bytes(k) for k in r)
         return sorted(k for k, _ in (yield from self._indexed(tenant, subject)))
 
-    def revoke_all(
-        self, tenant: bytes, subject: bytes, *, except_key: bytes | None, reason: bytes | None
-    ) -> Op[int]:
+    def revoke_all(self, tenant: bytes, subject: bytes, *, except_key: bytes | None, reason: bytes | None) -> Op[int]:
         r = reason or b""
         if len(r) > 256 or b"\r" in r or b"\n" in r:
             raise_for(ErrorReply("ERR syntax error"))
@@ -319,7 +337,7 @@ class LuaBackend:
             if name == "onlimit":
                 if not isinstance(value, str) or value.lower() not in ("reject", "evict-oldest"):
                     raise_for(ErrorReply("ERR syntax error"))
-                fields[b"onlimit"] = value.lower().encode()  # type: ignore[union-attr]
+                fields[b"onlimit"] = value.lower().encode()
                 continue
             low = 1 if name == "idle" else 0
             top = TIME_MAX if name in ("idle", "absolute", "grace") else 2**63 - 1
@@ -340,7 +358,10 @@ class LuaBackend:
             return None
         e = StoredSettings.from_hash(h).effective(self.options)
         return TenantSettings(
-            idle=e["idle"], absolute=e["absolute"], grace=e["grace"], maxdata=e["maxdata"],
+            idle=e["idle"],
+            absolute=e["absolute"],
+            grace=e["grace"],
+            maxdata=e["maxdata"],
             maxpersubject=e["maxpersubject"],
             onlimit="evict-oldest" if e["onlimit"] == "evict-oldest" else "reject",
         )

@@ -25,18 +25,19 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
 
 from .record import NotASession, record_of_hash
-from .wire import Layout, TenantSettings
+from .wire import Layout, TenantSettings, glob_escape
 
 log = logging.getLogger("redis_session.migrate")
 
-__all__ = ["MigrationReport", "migrate", "main", "MigrationError"]
+__all__ = ["MigrationError", "MigrationReport", "main", "migrate"]
 
 
 class MigrationError(RuntimeError):
@@ -56,19 +57,21 @@ class MigrationReport:
     finished: bool = False
 
     def __str__(self) -> str:
-        return (f"converted {self.converted} sessions ({self.tombstones} revoked tombstones), "
-                f"{len(self.failed)} failed, {self.not_sessions} foreign hashes skipped, "
-                f"{self.tenants} tenant settings, {self.retries} retries, {self.passes} passes, "
-                f"{self.cleaned} fallback keys removed, {'finished' if self.finished else 'NOT finished'}")
+        return (
+            f"converted {self.converted} sessions ({self.tombstones} revoked tombstones), "
+            f"{len(self.failed)} failed, {self.not_sessions} foreign hashes skipped, "
+            f"{self.tenants} tenant settings, {self.retries} retries, {self.passes} passes, "
+            f"{self.cleaned} fallback keys removed, {'finished' if self.finished else 'NOT finished'}"
+        )
 
 
-def _primaries(client: Any) -> list[redis.Redis]:
+def _primaries(client: Any) -> list[Any]:
     if isinstance(client, RedisCluster):
         return [client.get_redis_connection(n) for n in client.get_primaries()]
     return [client]
 
 
-def _scan(node: redis.Redis, match: bytes, type_: str, count: int) -> Iterator[bytes]:
+def _scan(node: Any, match: bytes, type_: str, count: int) -> Iterator[bytes]:
     cursor = 0
     while True:
         cursor, keys = node.scan(cursor, match=match, count=count, _type=type_)
@@ -77,16 +80,7 @@ def _scan(node: redis.Redis, match: bytes, type_: str, count: int) -> Iterator[b
             return
 
 
-def _glob_escape(b: bytes) -> bytes:
-    out = bytearray()
-    for c in b:
-        if c in b"*?[]\\":
-            out += b"\\"
-        out.append(c)
-    return bytes(out)
-
-
-def _has_module(node: redis.Redis) -> bool:
+def _has_module(node: Any) -> bool:
     # the command's arity error proves it exists (redis-py cannot parse
     # COMMAND INFO's nil for a command that does not)
     try:
@@ -96,8 +90,7 @@ def _has_module(node: redis.Redis) -> bool:
     return True
 
 
-def convert_key(node: redis.Redis, key: bytes, report: MigrationReport, max_retries: int = 50,
-                dry_run: bool = False) -> bool:
+def convert_key(node: Any, key: bytes, report: MigrationReport, max_retries: int = 50, dry_run: bool = False) -> bool:
     """Converts one fallback session held by `node`; True when it is (or
     already was) a module session or gone."""
     for attempt in range(max_retries):
@@ -125,13 +118,20 @@ def convert_key(node: redis.Redis, key: bytes, report: MigrationReport, max_retr
                 return True
             except redis.WatchError:
                 report.retries += 1
-                time.sleep(min(0.001 * 2 ** attempt, 0.1))
+                time.sleep(min(0.001 * 2**attempt, 0.1))
     return False
 
 
-def migrate(client: Any, prefix: str | bytes = "sess:", *, batch: int = 500, dry_run: bool = False,
-            finish: bool = True, max_passes: int = 5,
-            progress: Callable[[MigrationReport], None] | None = None) -> MigrationReport:
+def migrate(
+    client: Any,
+    prefix: str | bytes = "sess:",
+    *,
+    batch: int = 500,
+    dry_run: bool = False,
+    finish: bool = True,
+    max_passes: int = 5,
+    progress: Callable[[MigrationReport], None] | None = None,
+) -> MigrationReport:
     """Converts every fallback session (and tenant setting) reachable from
     `client` (a ``redis.Redis`` or ``RedisCluster`` with bytes replies) into
     module sessions. See the module docstring."""
@@ -139,14 +139,14 @@ def migrate(client: Any, prefix: str | bytes = "sess:", *, batch: int = 500, dry
     nodes = _primaries(client)
     for n in nodes:
         if not _has_module(n):
-            raise MigrationError(f"the session module is not loaded on {n.connection_pool.connection_kwargs.get('port')}"
-                                 " (load it first: MODULE LOAD or loadmodule)")
+            port = n.connection_pool.connection_kwargs.get("port")
+            raise MigrationError(f"the session module is not loaded on port {port} (load it first: MODULE LOAD)")
     report = MigrationReport()
-    pat = _glob_escape(lay.prefix)
+    pat = glob_escape(lay.prefix)
     # tenant settings first, so sessions created during the run get them
     for n in nodes:
         for skey in _scan(n, pat + b"*:@settings", "hash", batch):
-            tenant = skey[len(lay.prefix):-len(b":@settings")]
+            tenant = skey[len(lay.prefix) : -len(b":@settings")]
             s = TenantSettings.from_hash(n.hgetall(skey))
             args: list[Any] = []
             for name, v in s.to_hash().items():
@@ -182,7 +182,7 @@ def migrate(client: Any, prefix: str | bytes = "sess:", *, batch: int = 500, dry
     report.finished = True
     if finish:
         for n in nodes:
-            doomed = [k for k in _scan(n, pat + b"*:@subject:*", "zset", batch)]
+            doomed = list(_scan(n, pat + b"*:@subject:*", "zset", batch))
             doomed += [k for k in _scan(n, pat + b"*:@settings", "hash", batch)]
             doomed += [k for k in _scan(n, pat + b"@fallback", "string", batch)]
             for k in doomed:
@@ -194,25 +194,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="redis-session migrate",
         description="Convert fallback sessions (plain Redis hashes) into module sessions in place. "
-                    "Safe to run while applications serve traffic, and to run again after an interruption.")
+        "Safe to run while applications serve traffic, and to run again after an interruption.",
+    )
     ap.add_argument("url", help="redis://host:port/db of the server (any node of a cluster)")
     ap.add_argument("--prefix", default="sess:", help="key prefix (default sess:)")
     ap.add_argument("--batch", type=int, default=500, help="SCAN COUNT per step")
     ap.add_argument("--cluster", action="store_true", help="the URL names a cluster node (default: detected)")
     ap.add_argument("--dry-run", action="store_true", help="count what would be converted, change nothing")
-    ap.add_argument("--no-finish", action="store_true",
-                    help="keep the fallback's indexes and settings keys even when no session is left")
+    ap.add_argument(
+        "--no-finish",
+        action="store_true",
+        help="keep the fallback's indexes and settings keys even when no session is left",
+    )
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    probe = redis.Redis.from_url(a.url)
+    probe: Any = redis.Redis.from_url(a.url)
     try:
         cluster = a.cluster or probe.info("cluster").get("cluster_enabled") == 1
     finally:
         probe.close()
     client: Any = RedisCluster.from_url(a.url) if cluster else redis.Redis.from_url(a.url)
     try:
-        rep = migrate(client, a.prefix, batch=a.batch, dry_run=a.dry_run, finish=not a.no_finish,
-                      progress=lambda r: log.info("... %d converted", r.converted))
+        rep = migrate(
+            client,
+            a.prefix,
+            batch=a.batch,
+            dry_run=a.dry_run,
+            finish=not a.no_finish,
+            progress=lambda r: log.info("... %d converted", r.converted),
+        )
     except MigrationError as e:
         print(f"redis-session migrate: {e}", file=sys.stderr)
         return 2

@@ -15,7 +15,7 @@ so the conversion needs nothing but the standard library.
 from __future__ import annotations
 
 import struct
-from typing import Mapping
+from collections.abc import Mapping
 
 REVOKED = 1  # the module's Flags::REVOKED
 ENCODING_VERSION = 1
@@ -26,6 +26,7 @@ class NotASession(ValueError):
 
 
 # --- MessagePack: ints, bin, str, arrays -------------------------------------
+
 
 def _int(v: int) -> bytes:
     if 0 <= v < 0x80:
@@ -57,7 +58,7 @@ def unpack_strings(buf: bytes) -> list[bytes]:
         nonlocal pos
         if pos + n > len(buf):
             raise NotASession("truncated meta")
-        out = buf[pos:pos + n]
+        out = buf[pos : pos + n]
         pos += n
         return out
 
@@ -104,6 +105,7 @@ def flatmap(m: Mapping[bytes, bytes]) -> bytes:
 
 
 # --- hash -> record ----------------------------------------------------------
+
 
 def split_hash(h: Mapping[bytes, bytes]) -> tuple[dict[bytes, bytes], dict[bytes, bytes], dict[bytes, bytes]]:
     """(header fields, meta, data) of a fallback hash."""

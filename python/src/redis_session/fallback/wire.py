@@ -6,8 +6,9 @@ what these build.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..protocol import LuaScript
 from .scripts import SCRIPTS
@@ -68,7 +69,7 @@ class TenantSettings:
     FIELDS = ("idle", "absolute", "grace", "maxdata", "maxpersubject", "onlimit")
 
     @classmethod
-    def from_hash(cls, h: Mapping[bytes, bytes]) -> "TenantSettings":
+    def from_hash(cls, h: Mapping[bytes, bytes]) -> TenantSettings:
         kw: dict[str, Any] = {}
         for name in cls.FIELDS:
             v = h.get(name.encode())
@@ -84,9 +85,10 @@ class TenantSettings:
                 out[name.encode()] = b(v)
         return out
 
-    def merged(self, other: "TenantSettings") -> "TenantSettings":
-        return TenantSettings(**{n: (getattr(other, n) if getattr(other, n) is not None else getattr(self, n))
-                                 for n in self.FIELDS})
+    def merged(self, other: TenantSettings) -> TenantSettings:
+        return TenantSettings(
+            **{n: (getattr(other, n) if getattr(other, n) is not None else getattr(self, n)) for n in self.FIELDS}
+        )
 
     def effective(self, o: Options) -> dict[str, Any]:
         """What ``TENANT GET`` answers: each setting, the default where unset."""
@@ -123,13 +125,14 @@ class Layout:
         """(tenant, sid) of a session key, or None for any other key."""
         if not key.startswith(self.prefix):
             return None
-        tenant, sep, sid = key[len(self.prefix):].partition(b":")
+        tenant, sep, sid = key[len(self.prefix) :].partition(b":")
         if not sep or not _TENANT.match(tenant) or not _SID.match(sid):
             return None
         return tenant, sid
 
 
 # --- building calls ---------------------------------------------------------
+
 
 def _opt(v: int | None) -> bytes:
     return b"" if v is None else b"%d" % v
@@ -145,8 +148,14 @@ def _pairs(m: Mapping[bytes, bytes] | Sequence[tuple[bytes, bytes]] | None) -> l
     return out
 
 
-def get(key: bytes, o: Options, touch: bool = False, fields: Sequence[Bytesish] | None = None,
-        nodata: bool = False, values: bool = False) -> Call:
+def get(
+    key: bytes,
+    o: Options,
+    touch: bool = False,
+    fields: Sequence[Bytesish] | None = None,
+    nodata: bool = False,
+    values: bool = False,
+) -> Call:
     view = b"v" if values else b"f" if fields is not None else b"n" if nodata else b"a"
     args = [b"1" if touch else b"0", b"%d" % o.touch_resolution, view]
     if fields is not None:
@@ -167,55 +176,114 @@ def probe(key: bytes) -> Call:
 
 
 def _head(single: bool, o: Options, tenant: Bytesish, maxdata: int | None) -> list[bytes]:
-    return [b"1" if single else b"0", b(o.prefix), b(tenant),
-            b"%d" % (o.max_data_bytes if maxdata is None else maxdata),
-            b"%d" % o.max_fields, b"%d" % o.max_meta]
+    return [
+        b"1" if single else b"0",
+        b(o.prefix),
+        b(tenant),
+        b"%d" % (o.max_data_bytes if maxdata is None else maxdata),
+        b"%d" % o.max_fields,
+        b"%d" % o.max_meta,
+    ]
 
 
-def set_fields(key: bytes, tenant: Bytesish, o: Options, single: bool, *, maxdata: int | None = None,
-               if_version: int | None = None, meta: Mapping[bytes, bytes] | None = None,
-               unset: Sequence[Bytesish] = (), data: Mapping[bytes, bytes] | None = None) -> Call:
+def set_fields(
+    key: bytes,
+    tenant: Bytesish,
+    o: Options,
+    single: bool,
+    *,
+    maxdata: int | None = None,
+    if_version: int | None = None,
+    meta: Mapping[bytes, bytes] | None = None,
+    unset: Sequence[Bytesish] = (),
+    data: Mapping[bytes, bytes] | None = None,
+) -> Call:
     mp = _pairs(meta)
-    args = _head(single, o, tenant, maxdata) + [_opt(if_version), b"%d" % (len(mp) // 2), *mp,
-                                                 b"%d" % len(unset), *[b(u) for u in unset], *_pairs(data)]
+    args = [
+        *_head(single, o, tenant, maxdata),
+        _opt(if_version),
+        b"%d" % (len(mp) // 2),
+        *mp,
+        b"%d" % len(unset),
+        *[b(u) for u in unset],
+        *_pairs(data),
+    ]
     return Call(SCRIPTS["set"], (key,), tuple(args))
 
 
-def cas(key: bytes, tenant: Bytesish, o: Options, single: bool, version: int,
-        data: Mapping[bytes, bytes] | None, *, maxdata: int | None = None) -> Call:
-    args = _head(single, o, tenant, maxdata) + [b"%d" % version, *_pairs(data)]
+def cas(
+    key: bytes,
+    tenant: Bytesish,
+    o: Options,
+    single: bool,
+    version: int,
+    data: Mapping[bytes, bytes] | None,
+    *,
+    maxdata: int | None = None,
+) -> Call:
+    args = [*_head(single, o, tenant, maxdata), b"%d" % version, *_pairs(data)]
     return Call(SCRIPTS["cas"], (key,), tuple(args))
 
 
-def create(key: bytes, tenant: Bytesish, o: Options, single: bool, *, settings: TenantSettings = NO_SETTINGS,
-           subject: Bytesish = b"", idle: int | None = None, absolute: int | None = None,
-           grace: int | None = None, meta: Mapping[bytes, bytes] | None = None,
-           data: Mapping[bytes, bytes] | None = None) -> Call:
+def create(
+    key: bytes,
+    tenant: Bytesish,
+    o: Options,
+    single: bool,
+    *,
+    settings: TenantSettings = NO_SETTINGS,
+    subject: Bytesish = b"",
+    idle: int | None = None,
+    absolute: int | None = None,
+    grace: int | None = None,
+    meta: Mapping[bytes, bytes] | None = None,
+    data: Mapping[bytes, bytes] | None = None,
+) -> Call:
     # single mode: the script reads the tenant's settings itself, over these
     eff = (NO_SETTINGS if single else settings).effective(o)
     mp = _pairs(meta)
-    args = [b"1" if single else b"0", b(o.prefix), b(tenant),
-            b"%d" % eff["idle"], b"%d" % eff["absolute"], b"%d" % eff["grace"], b"%d" % eff["maxdata"],
-            b"%d" % o.max_fields, b"%d" % o.max_meta, b"%d" % eff["maxpersubject"], b(eff["onlimit"]),
-            b"%d" % o.revoked_retention, b(subject), _opt(idle), _opt(absolute), _opt(grace),
-            b"%d" % (len(mp) // 2), *mp, *_pairs(data)]
+    args = [
+        b"1" if single else b"0",
+        b(o.prefix),
+        b(tenant),
+        b"%d" % eff["idle"],
+        b"%d" % eff["absolute"],
+        b"%d" % eff["grace"],
+        b"%d" % eff["maxdata"],
+        b"%d" % o.max_fields,
+        b"%d" % o.max_meta,
+        b"%d" % eff["maxpersubject"],
+        b(eff["onlimit"]),
+        b"%d" % o.revoked_retention,
+        b(subject),
+        _opt(idle),
+        _opt(absolute),
+        _opt(grace),
+        b"%d" % (len(mp) // 2),
+        *mp,
+        *_pairs(data),
+    ]
     return Call(SCRIPTS["create"], (key,), tuple(args))
 
 
-def revoke(key: bytes, tenant: Bytesish, o: Options, single: bool, reason: Bytesish = b"",
-           expect_subject: Bytesish = b"") -> Call:
-    return Call(SCRIPTS["revoke"], (key,), (b"1" if single else b"0", b(o.prefix), b(tenant),
-                                            b"%d" % o.revoked_retention, b(reason), b(expect_subject)))
+def revoke(
+    key: bytes, tenant: Bytesish, o: Options, single: bool, reason: Bytesish = b"", expect_subject: Bytesish = b""
+) -> Call:
+    return Call(
+        SCRIPTS["revoke"],
+        (key,),
+        (b"1" if single else b"0", b(o.prefix), b(tenant), b"%d" % o.revoked_retention, b(reason), b(expect_subject)),
+    )
 
 
 def index_list(idx: bytes, subject: Bytesish) -> Call:
     return Call(SCRIPTS["index"], (idx,), (b"list", b(subject)))
 
 
-def index_revokeall(idx: bytes, subject: Bytesish, o: Options, except_key: bytes = b"",
-                    reason: Bytesish = b"") -> Call:
-    return Call(SCRIPTS["index"], (idx,), (b"revokeall", b(subject), except_key, b(reason),
-                                           b"%d" % o.revoked_retention))
+def index_revokeall(idx: bytes, subject: Bytesish, o: Options, except_key: bytes = b"", reason: Bytesish = b"") -> Call:
+    return Call(
+        SCRIPTS["index"], (idx,), (b"revokeall", b(subject), except_key, b(reason), b"%d" % o.revoked_retention)
+    )
 
 
 def index_add(idx: bytes, key: bytes, absolute: int) -> Call:
@@ -242,8 +310,18 @@ def index_prune(idx: bytes, keys: Sequence[bytes], min_age_ms: int) -> Call:
 
 # --- decoding replies -------------------------------------------------------
 
-GET_NAMES = ("subject", "created", "version", "state", "last_access", "idle_deadline",
-             "absolute_deadline", "grace_until", "meta", "data")
+GET_NAMES = (
+    "subject",
+    "created",
+    "version",
+    "state",
+    "last_access",
+    "idle_deadline",
+    "absolute_deadline",
+    "grace_until",
+    "meta",
+    "data",
+)
 
 
 def _flat(v: Sequence[bytes]) -> dict[bytes, bytes]:
@@ -260,7 +338,7 @@ def decode_get(r: Any) -> dict[str, Any] | None:
     if r is None:
         return None
     out: dict[str, Any] = {}
-    for name, v in zip(GET_NAMES, r):
+    for name, v in zip(GET_NAMES, r, strict=False):
         out[name] = v
     out["state"] = _s(out["state"])
     out["meta"] = _flat(out["meta"])
