@@ -75,7 +75,7 @@ test-py: build deps-redis venv
 lint: venv
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --release -- -D warnings
-	cd python && $(VENV)/bin/ruff check src tests bench && $(VENV)/bin/mypy --strict src
+	cd python && $(VENV)/bin/ruff check src tests bench && $(VENV)/bin/mypy --strict src tests bench
 
 # --- the Python package (python/) ---------------------------------------------
 test-python: build deps-redis venv

@@ -59,7 +59,7 @@ def best(fn: Any, n: int, rounds: int = 3) -> float:
     return min(per_call(fn, n) for _ in range(rounds))
 
 
-def setup_keys(r: redis.Redis, store: SessionStore[Any]) -> tuple[str, bytes, bytes]:
+def setup_keys(r: Any, store: SessionStore[Any]) -> tuple[str, bytes, bytes]:
     s = store.create(subject="user42", data=DATA, meta=META, idle=1_800_000)
     enc = {k.encode(): msgspec.msgpack.encode(v) for k, v in DATA.items()}
     hkey = b"hsess:" + s.sid.encode()
@@ -79,11 +79,11 @@ def setup_keys(r: redis.Redis, store: SessionStore[Any]) -> tuple[str, bytes, by
 
 
 def sync_rows(port: int, n: int) -> dict[str, float]:
-    r = redis.Redis(port=port)
+    r: Any = redis.Redis(port=port)
     store: SessionStore[Any] = SessionStore(r, tenant="bench")
     sid, hkey, bkey = setup_keys(r, store)
     dec = msgspec.msgpack.Decoder()
-    pipe_r = redis.Redis(port=port)
+    pipe_r: Any = redis.Redis(port=port)
 
     def hash_read() -> Any:
         p = pipe_r.pipeline(transaction=False)
@@ -109,7 +109,7 @@ def sync_rows(port: int, n: int) -> dict[str, float]:
 def async_rows(port: int, n: int, tasks: int = 100) -> dict[str, float]:
     async def main() -> dict[str, float]:
         pool = aredis.BlockingConnectionPool(port=port, max_connections=tasks)
-        r = aredis.Redis(connection_pool=pool)
+        r: Any = aredis.Redis(connection_pool=pool)
         sync_store: SessionStore[Any] = SessionStore(redis.Redis(port=port), tenant="bench")
         sid, hkey, bkey = setup_keys(redis.Redis(port=port), sync_store)
         store: AsyncSessionStore[Any] = AsyncSessionStore(r, tenant="bench")
@@ -168,11 +168,11 @@ def cache_rows(port: int, n: int, sessions: int, zipf_reads: int) -> dict[str, f
     weights = [1.0 / (i + 1) ** 1.1 for i in range(sessions)]
     rnd = random.Random(7)
     draws = rnd.choices(range(sessions), weights=weights, k=zipf_reads)
-    snap0 = dict(store.metrics.snapshot()["cache"])  # type: ignore[arg-type]
+    snap0: Any = store.metrics.snapshot()["cache"]
     for i in draws:
         store.get(sids[i], touch=True)
-    snap1 = store.metrics.snapshot()["cache"]
-    hits = snap1.get("hits", 0) - snap0.get("hits", 0)  # type: ignore[attr-defined]
+    snap1: Any = store.metrics.snapshot()["cache"]
+    hits = snap1.get("hits", 0) - snap0.get("hits", 0)
     store.close()
     return {
         "near-cache hit": hit,

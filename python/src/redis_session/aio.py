@@ -141,6 +141,9 @@ class AsyncSessionStore(Generic[D]):
         return store
 
     _owns_client = False
+    _topology_at = 0.0
+    #: least seconds between two slot-map refreshes before a fan-out (cluster)
+    topology_refresh = 1.0
 
     @property
     def tenant(self) -> str:
@@ -319,6 +322,12 @@ class AsyncSessionStore(Generic[D]):
             return [await self._attempts(req, None)]
         try:
             await self._client.initialize()
+            # a failover may have changed the primaries without any MOVED
+            # telling the client: refresh the slot map, at most once a second
+            now = time.monotonic()
+            if now - self._topology_at > self.topology_refresh:
+                self._topology_at = now
+                await self._client.nodes_manager.initialize()
         except asyncio.CancelledError:
             raise
         except BaseException as e:

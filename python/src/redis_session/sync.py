@@ -147,6 +147,9 @@ class SessionStore(Generic[D]):
         return store
 
     _owns_client = False
+    _topology_at = 0.0
+    #: least seconds between two slot-map refreshes before a fan-out (cluster)
+    topology_refresh = 1.0
 
     @property
     def tenant(self) -> str:
@@ -343,6 +346,12 @@ class SessionStore(Generic[D]):
     def _fanout(self, req: Single) -> builtins.list[Any]:
         if not self._cluster:
             return [self._attempts(req, None)]
+        # a failover may have changed the primaries without any MOVED telling
+        # the client: refresh the slot map first, at most once a second
+        now = time.monotonic()
+        if now - self._topology_at > self.topology_refresh:
+            self._topology_at = now
+            self._refresh_topology()
         primaries = self._client.get_primaries()
         return [self._attempts(req, node) for node in primaries]
 
