@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -28,34 +29,34 @@ L = Layout()
 
 
 @pytest.fixture
-def srv(tmp_path):
+def srv(tmp_path: Any) -> Any:
     s = Server(tmp_path / "m", name="module")
     s.start()
     yield s
     s.stop()
 
 
-def fb_get(r, k):
+def fb_get(r: Any, k: Any) -> Any:
     return wire.decode_get(run(r, wire.get(k, OPTS)))
 
 
-def module_get(r, k):
+def module_get(r: Any, k: Any) -> Any:
     return norm_session(r.execute_command("SESSION.GET", k))[1]
 
 
-def test_migrate_keeps_every_session_whole(srv):
+def test_migrate_keeps_every_session_whole(srv: Any) -> None:
     r = srv.client(decode=False)
     keys = {}
     for n in range(30):
         k = L.session("acme" if n % 2 else "globex", new_sid())
-        kw = dict(
+        kw: dict[str, Any] = dict(
             subject=f"user{n % 4}".encode() if n % 3 else b"",
             meta={b"ip": b"10.0.0.%d" % n} if n % 5 else None,
             data={b"cart": b"%d" % n, b"bin": bytes(range(256))[: n * 7]},
             absolute=0 if n % 7 == 0 else None,
             idle=600_000 + n,
         )
-        assert len(run(r, wire.create(k, L.split(k)[0], OPTS, True, **kw))) == 4
+        assert len(run(r, wire.create(k, k.split(b":")[1], OPTS, True, **kw))) == 4
         keys[k] = kw
     ks = list(keys)
     # versions > 1, a renewal with a new idle, a tombstone, an empty CAS
@@ -79,6 +80,7 @@ def test_migrate_keeps_every_session_whole(srv):
             assert r.pexpiretime(k) == before[k][1]
             continue
         got = module_get(r, k)
+        want: Any
         want, pexp = before[k]
         for name in wire.GET_NAMES:
             if name == "state":
@@ -102,7 +104,7 @@ def test_migrate_keeps_every_session_whole(srv):
     assert rep2.converted == 0 and rep2.finished
 
 
-def test_migrate_resumes_after_interruption(srv):
+def test_migrate_resumes_after_interruption(srv: Any) -> None:
     r = srv.client(decode=False)
     ks = [L.session("acme", new_sid()) for _ in range(40)]
     for k in ks:
@@ -111,7 +113,7 @@ def test_migrate_resumes_after_interruption(srv):
     class Stop(Exception):
         pass
 
-    def boom(rep):
+    def boom(rep: Any) -> Any:
         raise Stop
 
     with pytest.raises(Stop):
@@ -124,7 +126,7 @@ def test_migrate_resumes_after_interruption(srv):
     assert sorted(r.execute_command("SESSION.LIST", "acme", "u")) == sorted(ks)
 
 
-def test_migrate_under_concurrent_writes_loses_nothing(srv):
+def test_migrate_under_concurrent_writes_loses_nothing(srv: Any) -> None:
     """Writers keep changing fields while the migration converts the keys:
     each write lands either in the hash before the conversion (and is
     carried over) or in the module session after it."""
@@ -135,7 +137,7 @@ def test_migrate_under_concurrent_writes_loses_nothing(srv):
     stop = threading.Event()
     written: dict[bytes, int] = {k: 0 for k in ks}
 
-    def writer(idx):
+    def writer(idx: Any) -> Any:
         c = srv.client(decode=False)
         n = 0
         deadline = time.monotonic() + 30
@@ -171,7 +173,7 @@ def test_migrate_under_concurrent_writes_loses_nothing(srv):
             assert module_get(r, k)["data"][b"w%d" % i] == v
 
 
-def test_migrate_refuses_without_module(tmp_path):
+def test_migrate_refuses_without_module(tmp_path: Any) -> None:
     s = Server(tmp_path / "p", load_module=False, name="plain").start()
     try:
         with pytest.raises(mig.MigrationError):
@@ -180,7 +182,7 @@ def test_migrate_refuses_without_module(tmp_path):
         s.stop()
 
 
-def test_cli_dry_run_and_run(srv, capsys):
+def test_cli_dry_run_and_run(srv: Any, capsys: Any) -> None:
     r = srv.client(decode=False)
     k = L.session("acme", new_sid())
     run(r, wire.create(k, b"acme", OPTS, True, data={b"a": b"1"}))

@@ -25,7 +25,7 @@ L = Layout()
 
 
 @pytest.fixture(scope="module")
-def plain(tmp_path_factory):
+def plain(tmp_path_factory: Any) -> Any:
     s = Server(tmp_path_factory.mktemp("plain"), load_module=False, name="plain")
     s.start()
     yield s
@@ -33,13 +33,13 @@ def plain(tmp_path_factory):
 
 
 @pytest.fixture
-def r(plain):
+def r(plain: Any) -> Any:
     c = plain.client(decode=False)
     c.flushall()
     return c
 
 
-def run(r: redis.Redis, call: Call) -> Any:
+def run(r: Any, call: Call) -> Any:
     try:
         return r.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
     except redis.ResponseError as e:
@@ -48,27 +48,33 @@ def run(r: redis.Redis, call: Call) -> Any:
         return r.eval(call.script.source, len(call.keys), *call.keys, *call.args)
 
 
-def err(r, call) -> str:
+def err(r: Any, call: Call) -> str:
     with pytest.raises(redis.ResponseError) as e:
         run(r, call)
     return str(e.value)
 
 
-def key(tenant="acme"):
+def tenant_of(k: bytes) -> bytes:
+    parts = L.split(k)
+    assert parts is not None
+    return parts[0]
+
+
+def key(tenant: Any = "acme") -> Any:
     return L.session(tenant, new_sid())
 
 
-def create(r, k, single=True, **kw):
-    reply = run(r, wire.create(k, L.split(k)[0], OPTS, single, **kw))
+def create(r: Any, k: Any, single: Any = True, **kw: Any) -> Any:
+    reply = run(r, wire.create(k, tenant_of(k), OPTS, single, **kw))
     assert isinstance(reply, list) and len(reply) == 4  # created, idle, absolute deadline, grace
     return 1
 
 
-def get(r, k, **kw):
+def get(r: Any, k: Any, **kw: Any) -> Any:
     return wire.decode_get(run(r, wire.get(k, OPTS, **kw)))
 
 
-def test_create_get_and_noscript_reload(r):
+def test_create_get_and_noscript_reload(r: Any) -> None:
     k = key()
     r.script_flush()
     assert create(r, k, subject="u1", meta={b"ip": b"10.0.0.7"}, data={b"cart": b"3", b"theme": b"dark"}) == 1
@@ -87,7 +93,7 @@ def test_create_get_and_noscript_reload(r):
     assert err(r, wire.create(k, b"acme", OPTS, True)) == "EXISTS session already exists"
 
 
-def test_wrongtype(r):
+def test_wrongtype(r: Any) -> None:
     k = key()
     r.set(k, "x")
     for call in (
@@ -106,7 +112,7 @@ def test_wrongtype(r):
     assert err(r, wire.get(k, OPTS, nodata=True)) == E_WRONGTYPE
 
 
-def test_touch_resolution_writes_nothing(r, plain):
+def test_touch_resolution_writes_nothing(r: Any, plain: Any) -> None:
     k = key()
     create(r, k)
     la = get(r, k)["last_access"]
@@ -118,12 +124,12 @@ def test_touch_resolution_writes_nothing(r, plain):
     assert before  # (a suppressed touch made no write: the dirty counter did not move)
     o0 = Options(touch_resolution=0)
     time.sleep(0.005)
-    s2 = wire.decode_get(run(r, wire.get(k, o0, touch=True)))
+    s2: Any = wire.decode_get(run(r, wire.get(k, o0, touch=True)))
     assert s2["last_access"] > la and s2["version"] == 1
     assert r.pexpiretime(k) == s2["grace_until"]
 
 
-def test_grace_and_expiry(r):
+def test_grace_and_expiry(r: Any) -> None:
     k = key()
     create(r, k, idle=150, grace=400)
     time.sleep(0.25)
@@ -136,7 +142,7 @@ def test_grace_and_expiry(r):
     assert r.exists(k) == 0  # Redis's own expiry took the key
 
 
-def test_absolute_deadline_has_no_grace(r):
+def test_absolute_deadline_has_no_grace(r: Any) -> None:
     k = key()
     create(r, k, idle=10_000, absolute=200, grace=10_000)
     s = get(r, k)
@@ -146,7 +152,7 @@ def test_absolute_deadline_has_no_grace(r):
     assert get(r, k) is None and run(r, wire.renew(k, OPTS)) is None
 
 
-def test_renew_idle_bumps_version(r):
+def test_renew_idle_bumps_version(r: Any) -> None:
     k = key()
     create(r, k)
     assert run(r, wire.renew(k, OPTS, idle=900_000)) == 900_000
@@ -154,7 +160,7 @@ def test_renew_idle_bumps_version(r):
     assert s["version"] == 2 and s["idle_deadline"] - s["last_access"] == 900_000
 
 
-def test_set_merges_and_checks_version(r):
+def test_set_merges_and_checks_version(r: Any) -> None:
     k = key()
     create(r, k, meta={b"ip": b"1"}, data={b"a": b"1", b"b": b"2"})
     assert (
@@ -173,7 +179,7 @@ def test_set_merges_and_checks_version(r):
     assert run(r, wire.set_fields(L.session("acme", new_sid()), b"acme", OPTS, True, data={b"x": b"1"})) is None
 
 
-def test_cas_replaces_data(r):
+def test_cas_replaces_data(r: Any) -> None:
     k = key()
     create(r, k, data={b"a": b"1", b"b": b"2"})
     assert err(r, wire.cas(k, b"acme", OPTS, True, 7, {b"z": b"1"})) == "CONFLICT 1"
@@ -184,7 +190,7 @@ def test_cas_replaces_data(r):
     assert r.hget(k, "dn") == b"0" and r.hget(k, "db") == b"0"
 
 
-def test_limits(r):
+def test_limits(r: Any) -> None:
     o = Options(max_data_bytes=10, max_fields=2, max_meta=1)
     k = key()
     assert err(r, wire.create(k, b"acme", o, True, data={b"a": b"x" * 10})) == "TOOBIG data is 11 bytes, limit 10"
@@ -209,7 +215,7 @@ def test_limits(r):
     assert run(r, wire.set_fields(k, b"acme", o, True, data={b"b": b"x" * 50})) == 3
 
 
-def test_revoke_tombstone(r):
+def test_revoke_tombstone(r: Any) -> None:
     k = key()
     create(r, k, subject="u1", idle=10_000, grace=1000)
     assert run(r, wire.revoke(k, b"acme", OPTS, True, reason=b"logout")) == 1
@@ -232,7 +238,7 @@ def test_revoke_tombstone(r):
     assert err(r, wire.revoke(k2, b"acme", OPTS, True, reason=b"a\nb")) == "ERR syntax error"
 
 
-def test_index_single(r):
+def test_index_single(r: Any) -> None:
     ks = [key() for _ in range(3)]
     for k in ks:
         create(r, k, subject="u1")
@@ -251,7 +257,7 @@ def test_index_single(r):
     assert run(r, wire.index_list(L.index("acme", "u2"), b"u2")) == [other]
 
 
-def test_subject_cap(r):
+def test_subject_cap(r: Any) -> None:
     r.hset(L.settings("acme"), mapping={"maxpersubject": 2})
     a, b_, c = key(), key(), key()
     create(r, a, subject="u1")
@@ -264,7 +270,7 @@ def test_subject_cap(r):
     assert run(r, wire.index_list(L.index("acme", "u1"), b"u1")) == sorted([b_, c])
 
 
-def test_tenant_timeouts(r):
+def test_tenant_timeouts(r: Any) -> None:
     r.hset(L.settings("acme"), mapping={"idle": 5000, "absolute": 0, "grace": 7})
     k = key()
     create(r, k)
@@ -276,7 +282,7 @@ def test_tenant_timeouts(r):
     assert get(r, k2)["idle_deadline"] - get(r, k2)["last_access"] == OPTS.idle
 
 
-def test_version_cap(r):
+def test_version_cap(r: Any) -> None:
     k = key()
     create(r, k)
     r.hset(k, "v", 2**53)
