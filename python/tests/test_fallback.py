@@ -137,11 +137,17 @@ def test_auto_choice_without_module_list(make_server_any: Any, caplog: Any) -> N
     caplog.set_level(logging.INFO, logger="redis_session")
     for load in (True, False):
         s = make_server_any(load_module=load, name=f"acl{load}")
-        s.admin().execute_command("ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", "-module")
+        # a tenant's application: its keys only, no MODULE
+        s.admin().execute_command("ACL", "SETUSER", "app", "on", ">pw", "~sess:acme:*", "&*", "+@all", "-module")
         c = redis.Redis(port=s.port, username="app", password="pw")
         st: SessionStore[Any] = SessionStore(c, tenant="acme")
-        st.create()
+        sid = st.create(subject="u", data={"a": 1}).sid
         assert st.backend.name == ("module" if load else "lua")
+        # everything the fallback touches lies under the tenant's key pattern
+        st.configure_tenant(idle=60_000)
+        assert st.list("u") == [sid] and st.count() == 1
+        assert st.set(sid, data={"b": 2}, if_version=1) == 2
+        assert st.revoke_all("u") == 1
         assert "SESSION.TTL probe on 1 node(s) (MODULE LIST not allowed)" in caplog.text
 
 
@@ -209,7 +215,7 @@ def test_migrating_mode_serves_both_kinds_then_migrate(make_server_any: Any, cap
     assert rep.finished and rep.converted == 3 and rep.tombstones == 2
     r = redis.Redis(port=srv.port)
     assert all(r.type(b"sess:acme:" + s.encode()) == b"sessionT1" for s in legacy)
-    assert r.exists(b"sess:@fallback") == 0
+    assert r.exists(b"sess:acme:@fallback") == 0
     got = new.get(legacy[1])
     assert got is not None and got.data == {"n": 1}
     with pytest.raises(Revoked):

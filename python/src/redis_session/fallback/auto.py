@@ -7,8 +7,8 @@ migrate``), the automatic choice runs in *migrating* mode: keyed operations
 go to the module and, for a key still held as a fallback hash (the module
 answers ``WRONGTYPE``), to the fallback's script; list, revoke_all and
 count join both. It is on when the module is loaded and the fallback's
-marker key ``<prefix>@fallback`` (written by a fallback store's first
-create, deleted when a migration finishes) exists.
+marker key ``<prefix><tenant>:@fallback`` (written by a fallback store's
+first create, deleted when a migration finishes) exists.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class AutoBackend:
             return "auto"
         return "module+lua" if self.migrating else self.chosen.name
 
-    def detect(self) -> Op[Backend]:
+    def detect(self, tenant: bytes) -> Op[Backend]:
         if self.chosen is not None:
             return self.chosen
         replies = yield FanOut(Command((b"MODULE", b"LIST"), readonly=True, retry=Retry.SAFE))
@@ -92,7 +92,7 @@ class AutoBackend:
             found = all(isinstance(r, ErrorReply) and "unknown command" not in r.message.lower() for r in replies)
             how = f"SESSION.TTL probe on {len(replies)} node(s) (MODULE LIST not allowed)"
         if found:
-            marker = self.lua.layout.prefix + b"@fallback"
+            marker = self.lua.layout.marker(tenant)
             r = yield Command((b"EXISTS", marker), marker, readonly=True, retry=Retry.SAFE)
             self.migrating = r == 1
             self.chosen = self.module
@@ -112,8 +112,12 @@ class AutoBackend:
         return self.chosen
 
     # -- keyed: the chosen backend; migrating: the fallback for hashes ------------------
-    def _keyed(self, op: Callable[[Backend], Generator[Any, Any, Any]]) -> Op[Any]:
-        b = yield from self.detect()
+    def _tenant(self, key: bytes) -> bytes:
+        parts = self.lua.layout.split(key)
+        return parts[0] if parts is not None else b""
+
+    def _keyed(self, key: bytes, op: Callable[[Backend], Generator[Any, Any, Any]]) -> Op[Any]:
+        b = yield from self.detect(self._tenant(key))
         if not self.migrating:
             return (yield from op(b))
         try:
@@ -134,13 +138,15 @@ class AutoBackend:
         meta: Mapping[bytes, bytes],
         data: Mapping[bytes, bytes],
     ) -> Op[RawSession]:
-        b = yield from self.detect()
+        b = yield from self.detect(self._tenant(key))
         return (
             yield from b.create(key, subject=subject, idle=idle, absolute=absolute, grace=grace, meta=meta, data=data)
         )
 
     def get(self, key: bytes, *, touch: bool, fields: Sequence[bytes] | None, nodata: bool) -> Op[RawSession | None]:
-        r: RawSession | None = yield from self._keyed(lambda b: b.get(key, touch=touch, fields=fields, nodata=nodata))
+        r: RawSession | None = yield from self._keyed(
+            key, lambda b: b.get(key, touch=touch, fields=fields, nodata=nodata)
+        )
         return r
 
     def set(
@@ -153,24 +159,24 @@ class AutoBackend:
         if_version: int | None,
     ) -> Op[int | None]:
         r: int | None = yield from self._keyed(
-            lambda b: b.set(key, data=data, unset=unset, meta=meta, if_version=if_version)
+            key, lambda b: b.set(key, data=data, unset=unset, meta=meta, if_version=if_version)
         )
         return r
 
     def cas(self, key: bytes, version: int, data: Mapping[bytes, bytes]) -> Op[int | None]:
-        r: int | None = yield from self._keyed(lambda b: b.cas(key, version, data))
+        r: int | None = yield from self._keyed(key, lambda b: b.cas(key, version, data))
         return r
 
     def renew(self, key: bytes, *, idle: int | None) -> Op[int | None]:
-        r: int | None = yield from self._keyed(lambda b: b.renew(key, idle=idle))
+        r: int | None = yield from self._keyed(key, lambda b: b.renew(key, idle=idle))
         return r
 
     def ttl(self, key: bytes) -> Op[RawTtl | None]:
-        r: RawTtl | None = yield from self._keyed(lambda b: b.ttl(key))
+        r: RawTtl | None = yield from self._keyed(key, lambda b: b.ttl(key))
         return r
 
     def revoke(self, key: bytes, *, reason: bytes | None) -> Op[bool]:
-        r: bool = yield from self._keyed(lambda b: b.revoke(key, reason=reason))
+        r: bool = yield from self._keyed(key, lambda b: b.revoke(key, reason=reason))
         return r
 
     def renewal(self, key: bytes) -> Single:
@@ -178,14 +184,14 @@ class AutoBackend:
 
     # -- keyless: migrating joins both -------------------------------------------------
     def list(self, tenant: bytes, subject: bytes) -> Op[list[bytes]]:
-        b = yield from self.detect()
+        b = yield from self.detect(tenant)
         out = yield from b.list(tenant, subject)
         if self.migrating:
             out = sorted(set(out) | set((yield from self.lua.list(tenant, subject))))
         return out
 
     def revoke_all(self, tenant: bytes, subject: bytes, *, except_key: bytes | None, reason: bytes | None) -> Op[int]:
-        b = yield from self.detect()
+        b = yield from self.detect(tenant)
         n: int = yield from b.revoke_all(tenant, subject, except_key=except_key, reason=reason)
         if self.migrating:
             n += yield from self.lua.revoke_all(tenant, subject, except_key=except_key, reason=reason)
@@ -194,24 +200,24 @@ class AutoBackend:
     def count(self, tenant: bytes, subject: bytes | None) -> Op[int]:
         if subject is not None:
             return len((yield from self.list(tenant, subject)))
-        b = yield from self.detect()
+        b = yield from self.detect(tenant)
         n: int = yield from b.count(tenant, None)
         if self.migrating:
             n += yield from self.lua.count(tenant, None)
         return n
 
     def tenant_set(self, tenant: bytes, settings: Mapping[str, int | str]) -> Op[None]:
-        b = yield from self.detect()
+        b = yield from self.detect(tenant)
         yield from b.tenant_set(tenant, settings)
         if self.migrating:
             yield from self.lua.tenant_set(tenant, settings)
 
     def tenant_get(self, tenant: bytes) -> Op[TenantSettings | None]:
-        b = yield from self.detect()
+        b = yield from self.detect(tenant)
         return (yield from b.tenant_get(tenant))
 
     def tenant_del(self, tenant: bytes) -> Op[bool]:
-        b = yield from self.detect()
+        b = yield from self.detect(tenant)
         gone: bool = yield from b.tenant_del(tenant)
         if self.migrating:
             gone = (yield from self.lua.tenant_del(tenant)) or gone

@@ -186,7 +186,7 @@ class LuaBackend:
         _check_time("grace", grace, 0)
         tenant = self._tenant_of(key)
         if not self._marked:
-            marker = self.layout.prefix + b"@fallback"
+            marker = self.layout.marker(tenant)
             check((yield Command((b"SET", marker, b"1"), marker, retry=Retry.SAFE)))
             self._marked = True
         settings = wire.NO_SETTINGS

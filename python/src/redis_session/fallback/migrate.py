@@ -14,8 +14,8 @@ Resumable: every step is idempotent. A converted key is no longer a hash,
 so a second run skips it; kill the run at any point and start it again.
 Tenant settings (``<prefix><tenant>:@settings``) become ``SESSION.TENANT
 SET`` on every primary. When a pass finds no fallback session left, the
-fallback's own keys (subject indexes, settings, the ``<prefix>@fallback``
-marker) are deleted; until then they stay, so stores in the fallback's
+fallback's own keys (subject indexes, settings, the
+``<prefix><tenant>:@fallback`` markers) are deleted; until then they stay, so stores in the fallback's
 migrating mode keep finding the sessions not yet converted.
 """
 
@@ -183,8 +183,8 @@ def migrate(
     if finish:
         for n in nodes:
             doomed = list(_scan(n, pat + b"*:@subject:*", "zset", batch))
-            doomed += [k for k in _scan(n, pat + b"*:@settings", "hash", batch)]
-            doomed += [k for k in _scan(n, pat + b"@fallback", "string", batch)]
+            doomed += list(_scan(n, pat + b"*:@settings", "hash", batch))
+            doomed += list(_scan(n, pat + b"*:@fallback", "string", batch))
             for k in doomed:
                 report.cleaned += n.delete(k)
     return report

@@ -121,6 +121,11 @@ class Layout:
     def settings(self, tenant: Bytesish) -> bytes:
         return self.prefix + b(tenant) + b":@settings"
 
+    def marker(self, tenant: Bytesish) -> bytes:
+        """Set by a fallback store's first create: the tenant may have
+        fallback sessions (``auto.py``'s migrating mode)."""
+        return self.prefix + b(tenant) + b":@fallback"
+
     def split(self, key: bytes) -> tuple[bytes, bytes] | None:
         """(tenant, sid) of a session key, or None for any other key."""
         if not key.startswith(self.prefix):
