@@ -191,3 +191,33 @@ def test_concurrency_on_a_cluster(cluster: Any) -> None:
 
     run_field_writes(lambda: store_on(cluster), n_clients=6, n_writes=15)
     run_cas_rounds(lambda: store_on(cluster), n_clients=6, rounds=8)
+
+
+def test_migrate_on_a_cluster(cluster: Any) -> None:
+    """`redis-session migrate` through any node converts the fallback's
+    sessions on every primary; without the module it refuses, changing nothing."""
+    from redis_session.fallback import migrate as mig
+
+    fb = store_on(cluster, backend="lua")
+    sids = [fb.create(subject="mover", data={"i": i}, meta={"ip": "1"}).sid for i in range(12)]
+    fb.revoke(sids[0], reason="gone")
+    before = {sid: fb.get(sid) for sid in sids[1:]}
+    rc = cluster.client(decode_responses=False)
+    if cluster.backend_kind != "module":
+        with pytest.raises(mig.MigrationError):
+            mig.migrate(rc)
+        assert fb.list("mover") == sorted(sids[1:])
+        return
+    rep = mig.migrate(rc)
+    assert rep.finished and rep.converted == 12 and rep.tombstones == 1, str(rep)
+    mod = store_on(cluster, backend="module")
+    for sid, s in before.items():
+        assert rc.type(f"sess:acme:{sid}") == b"sessionT1"
+        got = mod.get(sid)
+        assert got is not None and (got.version, got.created, got.last_access, dict(got.data), dict(got.meta)) == (
+            s.version, s.created, s.last_access, dict(s.data), dict(s.meta)  # type: ignore[union-attr]
+        )
+    with pytest.raises(Revoked, match="gone"):
+        mod.get(sids[0])
+    assert mod.list("mover") == sorted(sids[1:])
+    assert rc.exists(b"sess:acme:@subject:mover", b"sess:acme:@fallback") == 0
