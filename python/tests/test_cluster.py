@@ -166,6 +166,44 @@ def test_reshard_and_failover_during_a_run(cluster: Any) -> None:
         cluster.wait_ok(60)
 
 
+def test_read_from_replicas_on_a_cluster(cluster: Any) -> None:
+    try:  # redis-py >= 5.3 spells it as a strategy
+        from redis.cluster import LoadBalancingStrategy
+
+        opt: dict[str, Any] = {"load_balancing_strategy": LoadBalancingStrategy.ROUND_ROBIN}
+    except ImportError:
+        opt = {"read_from_replicas": True}
+    rc = cluster.client(decode_responses=False, socket_timeout=2, **opt)
+    store: SessionStore[Any] = SessionStore(rc, tenant="acme", read_from_replicas=True)
+    try:
+        sids = [store.create(data={"i": i}).sid for i in range(12)]
+        cluster.wait_replicas_synced(30)
+
+        def replica_gets() -> int:
+            n = 0
+            for p in cluster.primaries():
+                for r in cluster.replicas_of(p):
+                    st = r.info("commandstats").get("cmdstat_session.get", {})
+                    n += int(st.get("calls", 0)) - int(st.get("failed_calls", 0))
+            return n
+
+        before = replica_gets()
+        for _ in range(3):
+            for i, sid in enumerate(sids):
+                got = store.get(sid)
+                assert got is not None and got.data == {"i": i}
+        served = replica_gets() - before
+        assert served > 0  # redis-py spreads reads over primary and replica
+        # touching reads go to the primaries only
+        before = replica_gets()
+        for sid in sids:
+            assert store.get(sid, touch=True) is not None
+        assert replica_gets() == before
+    finally:
+        store.close()
+        rc.close()
+
+
 def test_async_cluster(cluster: Any) -> None:
     async def main() -> None:
         nodes = [AClusterNode("127.0.0.1", s.port) for s in cluster.primaries()]
