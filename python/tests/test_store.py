@@ -173,8 +173,8 @@ def test_read_from_replicas(make_pair: Any, backend_kind: str) -> None:
         read_cmds: tuple[str, ...] = ("session.get",)
         ttl_cmds: tuple[str, ...] = ("session.ttl",)
     else:
-        get_readonly = True  # the fallback's read scripts write nothing: a replica runs them
-        read_cmds = ttl_cmds = ("evalsha", "eval")
+        get_readonly = True  # the fallback's read scripts, sent as EVALSHA_RO: a replica runs them
+        read_cmds = ttl_cmds = ("evalsha_ro", "eval_ro")
 
     def served(cmds: tuple[str, ...]) -> int:
         stats = replica.info("commandstats")

@@ -375,12 +375,15 @@ class AsyncSessionStore(Generic[D]):
             if isinstance(req, Command):
                 return await client.execute_command(*_cmd(req.args), **kw)
             try:
+                # a replica (a cluster replica above all) runs only commands
+                # flagged read-only: EVALSHA_RO / EVAL_RO (Redis 7.0+)
+                ro = "_RO" if self._to_replica(req) else ""
                 return await client.execute_command(
-                    "EVALSHA", req.script.sha, len(req.keys), *req.keys, *req.args, **kw
+                    "EVALSHA" + ro, req.script.sha, len(req.keys), *req.keys, *req.args, **kw
                 )
             except NoScriptError:
                 return await client.execute_command(
-                    "EVAL", req.script.source, len(req.keys), *req.keys, *req.args, **kw
+                    "EVAL" + ro, req.script.source, len(req.keys), *req.keys, *req.args, **kw
                 )
         except ReadOnlyError:
             if not self._to_replica(req):

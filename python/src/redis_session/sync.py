@@ -393,9 +393,13 @@ class SessionStore(Generic[D]):
             if isinstance(req, Command):
                 return client.execute_command(*_cmd(req.args), **kw)
             try:
-                return client.execute_command("EVALSHA", req.script.sha, len(req.keys), *req.keys, *req.args, **kw)
+                # a replica (a cluster replica above all) runs only commands
+                # flagged read-only: EVALSHA_RO / EVAL_RO (Redis 7.0+)
+                ro = "_RO" if self._to_replica(req) else ""
+                sha, src = req.script.sha, req.script.source
+                return client.execute_command("EVALSHA" + ro, sha, len(req.keys), *req.keys, *req.args, **kw)
             except NoScriptError:
-                return client.execute_command("EVAL", req.script.source, len(req.keys), *req.keys, *req.args, **kw)
+                return client.execute_command("EVAL" + ro, src, len(req.keys), *req.keys, *req.args, **kw)
         except ReadOnlyError:
             if not self._to_replica(req):
                 raise
