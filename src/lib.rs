@@ -60,7 +60,7 @@ macro_rules! command_row {
 command_table! {
     keyed {
         "session.create", cmd_session::create, "write deny-oom", -2;
-        "session.get", cmd_session::get, "write fast", -2;
+        "session.get", cmd_session::get, "readonly fast may-replicate", -2;
         "session.renew", cmd_session::renew, "write fast", -2;
         "session.set", cmd_session::set, "write deny-oom", -3;
         "session.cas", cmd_session::cas, "write deny-oom", -3;
@@ -77,7 +77,7 @@ command_table! {
         "session.tenant|del" => cmd_tenant::del, "write", 3;
         "session.tenant|list" => cmd_tenant::list, "readonly", 2;
         "session.keyring|reload" => cmd_keyring::reload, "admin", 2;
-        "session.keyring|list" => cmd_keyring::list, "admin", 2;
+        "session.keyring|list" => cmd_keyring::list, "readonly admin", 2;
     }
     // The effects (glue::wire), from the primary's link and the AOF only.
     internal {
@@ -110,6 +110,8 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     if register_commands(ctx) == Status::Err {
         return Status::Err;
     }
+    let applied = glue::cmdinfo::apply(ctx, |m| ctx.log_warning(m));
+    ctx.log_notice(&format!("session: server features in use: {applied:?}"));
     if !events::subscribe(ctx) {
         ctx.log_warning("session: could not subscribe to server and keyspace events");
         return Status::Err;

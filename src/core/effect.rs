@@ -38,6 +38,10 @@ pub struct Renewed {
     pub last_access: i64,
     pub idle: i64,
     pub version: i64,
+    /// Whether a reader sees more than the deadlines move: a new version
+    /// (a new idle timeout), or a session in grace back to active. Not
+    /// sent: a replica works it out from the value it holds (`replay`).
+    pub visible: bool,
 }
 
 /// How a whole value came to be stored.
@@ -81,10 +85,14 @@ impl<R: Clone> Effect<'_, R> {
     }
 
     /// Whether a reader can see the change: the applier signals `WATCH` and
-    /// client-side caching exactly when this is true. Today every effect
-    /// counts as visible (a renewal moves `last_access`, which replies show).
+    /// client-side caching exactly when this is true. A renewal that only
+    /// moves the deadlines is not (a near-cache keeps its copy while the
+    /// user clicks); every other write is.
     pub fn reader_visible(&self) -> bool {
-        true
+        match self {
+            Effect::Renew(r) => r.visible,
+            _ => true,
+        }
     }
 
     /// Whether the key's expiry follows the value's end of life.
@@ -122,6 +130,7 @@ pub fn renew<R: Clone>(
         last_access: s.last_access,
         idle: s.idle,
         version: s.version,
+        visible: r.revived || new_idle.is_some(),
     }));
     (r, effect)
 }
@@ -164,14 +173,20 @@ pub enum ReplayError {
 
 /// Replays an in-place effect (renewal, field write) on the value it was
 /// made on: the values it carries are set as they are, limits aside (the
-/// primary checked them). Whole values replace the key instead.
-pub fn replay<R: Clone>(s: &mut Session, e: &Effect<R>) -> Result<(), ReplayError> {
+/// primary checked them). Whole values replace the key instead. A renewal
+/// comes back with what its readers saw, as on the primary: a new version,
+/// or a session in grace (its renewal time at or past the idle deadline
+/// held here) back to active.
+pub fn replay<'w, R: Clone>(s: &mut Session, e: &Effect<'w, R>) -> Result<Effect<'w, R>, ReplayError> {
     match e {
         Effect::Whole(_) => {}
         Effect::Renew(r) => {
+            let visible =
+                r.version != s.version || (!s.flags.contains(Flags::REVOKED) && r.last_access >= s.idle_deadline());
             s.last_access = r.last_access;
             s.idle = r.idle;
             s.version = r.version;
+            return Ok(Effect::Renew(Renewed { visible, ..*r }));
         }
         Effect::Fields { version, write } => {
             if s.flags.contains(Flags::REVOKED) {
@@ -185,7 +200,7 @@ pub fn replay<R: Clone>(s: &mut Session, e: &Effect<R>) -> Result<(), ReplayErro
             s.version = *version;
         }
     }
-    Ok(())
+    Ok(e.clone())
 }
 
 /// The counters of a `GET` that found a live session, with its renewal if
@@ -247,8 +262,13 @@ mod tests {
         let replica = &mut fresh();
         let (_, e) = renew::<()>(primary, 5000, Some(2000), 1000);
         let e = e.unwrap();
-        replay(replica, &e).unwrap();
+        assert!(e.reader_visible(), "a new idle timeout is a new version");
+        assert_eq!(replay(replica, &e).unwrap(), e);
         assert_eq!(primary, replica);
+        let (_, e) = renew::<()>(primary, 6500, None, 1000);
+        let e = e.unwrap();
+        assert!(!e.reader_visible(), "an active session's touch moves deadlines only");
+        assert_eq!(replay(replica, &e).unwrap(), e);
         let w = write(vec![(b"b", b"2")], vec![b"a"]);
         let e = set(primary, &w, &Limits::NONE).unwrap();
         assert_eq!(
@@ -258,7 +278,7 @@ mod tests {
                 write: &w
             }
         );
-        replay(replica, &e).unwrap();
+        assert_eq!(replay(replica, &e).unwrap(), e);
         assert_eq!(primary, replica);
     }
 
@@ -270,7 +290,9 @@ mod tests {
         assert_eq!(read_counts(Some(r)), Counts::HITS | Counts::TOUCHES);
         let (r, e) = renew::<()>(s, 1050, None, 1000);
         assert!(r.applied && r.revived);
-        assert_eq!(e.unwrap().event(), c"session.renew");
+        let e = e.unwrap();
+        assert_eq!(e.event(), c"session.renew");
+        assert!(e.reader_visible(), "grace back to active");
         assert_eq!(
             read_counts(Some(r)),
             Counts::HITS | Counts::TOUCHES | Counts::TOUCHES_PROPAGATED | Counts::GRACE_RENEWALS
@@ -308,6 +330,7 @@ mod tests {
             last_access: 1,
             idle: 1,
             version: 1,
+            visible: false,
         });
         assert!(!renewed.moves_index() && renewed.counts().is_empty());
         assert_eq!(refusal_counts(&Error::Conflict(3)), Counts::CAS_CONFLICTS);

@@ -57,12 +57,12 @@ fn replay(ctx: Ctx, args: &Args, e: &Effect) -> CmdResult {
         Slot::Session(s) => s,
     };
     let before = Before::of(s);
-    effect::replay(s, e).map_err(|err| match err {
+    let e = effect::replay(s, e).map_err(|err| match err {
         ReplayError::Revoked(reason) => CmdError::Revoked(reason.into_vec()),
         ReplayError::Sealed => CmdError::Sealed("the session's data is held sealed here".into()),
     })?;
     let tenant = apply::tenant_of(ctx, args.get(1));
-    apply::commit(ctx, &key, args.raw(1), tenant, Value::InPlace(before), e)?;
+    apply::commit(ctx, &key, args.raw(1), tenant, Value::InPlace(before), &e)?;
     ctx.reply_int(1);
     Ok(())
 }

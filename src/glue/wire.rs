@@ -177,6 +177,7 @@ pub fn parse_apply_renew<'a, A: Argv<'a> + ?Sized>(args: &A) -> Result<Renewed, 
         last_access,
         idle,
         version,
+        visible: false,
     })
 }
 
@@ -288,6 +289,7 @@ mod tests {
             last_access: 1_795_528_289_114,
             idle: 900_000,
             version: 7,
+            visible: false,
         };
         let a = argv(&apply_renew(&b"k"[..], r));
         assert_eq!(a.len(), 5);

@@ -4,7 +4,7 @@ use std::os::raw::c_int;
 
 use redis_module::raw;
 
-use super::{api, Ctx, OwnedStr};
+use super::{api, Ctx, OwnedStr, RStr};
 
 /// Read access to keys (`REDISMODULE_CMD_KEY_ACCESS`).
 pub const READ: u32 = raw::REDISMODULE_CMD_KEY_ACCESS;
@@ -16,6 +16,15 @@ impl Ctx {
     /// ([`READ`], [`WRITE`]). Contexts without a user (replication, AOF)
     /// are allowed.
     pub fn acl_allows(self, key: &[u8], flags: u32) -> bool {
+        self.acl_allows_with(flags, |ctx| OwnedStr::new(ctx, key).into())
+    }
+
+    /// [`Ctx::acl_allows`] for a key the command was given (no copy).
+    pub fn acl_allows_arg(self, key: RStr, flags: u32) -> bool {
+        self.acl_allows_with(flags, |_| Probe::Arg(key))
+    }
+
+    fn acl_allows_with(self, flags: u32, key: impl FnOnce(Ctx) -> Probe) -> bool {
         // Redis 7.0 crashes in GetCurrentUserName for clients without a user
         // (the primary's link, the AOF loader): their commands were checked
         // where they were first run.
@@ -32,10 +41,31 @@ impl Ctx {
             if user.is_null() {
                 return false;
             }
-            let probe = OwnedStr::new(self, key);
-            let rc = api!(RedisModule_ACLCheckKeyPermissions)(user, probe.ptr, flags as c_int);
+            let probe = key(self);
+            let rc = api!(RedisModule_ACLCheckKeyPermissions)(user, probe.ptr(), flags as c_int);
             api!(RedisModule_FreeModuleUser)(user);
             rc == raw::REDISMODULE_OK as c_int
+        }
+    }
+}
+
+/// A key name for an ACL check: one the module made, or an argument.
+enum Probe {
+    Owned(OwnedStr),
+    Arg(RStr),
+}
+
+impl From<OwnedStr> for Probe {
+    fn from(s: OwnedStr) -> Self {
+        Probe::Owned(s)
+    }
+}
+
+impl Probe {
+    fn ptr(&self) -> RStr {
+        match self {
+            Probe::Owned(s) => s.ptr,
+            Probe::Arg(p) => *p,
         }
     }
 }

@@ -104,10 +104,18 @@ pub fn check_api() -> Result<(), &'static str> {
 
 pub type RStr = *mut raw::RedisModuleString;
 
-/// The current time in ms, read once per command. (Redis 7.0 has no cached
-/// command time for modules; `RedisModule_CachedMicroseconds` is 7.2+.)
+/// The current time in ms, read once per command. Where the server has
+/// `RedisModule_CachedMicroseconds` (Redis 7.2+, Valkey 8+) it is the time
+/// Redis took when the command (or the script or MULTI around it) started,
+/// the same instant Redis's own key expiry uses, so the module and Redis
+/// agree on what has expired. Redis 7.0 has no cached command time for
+/// modules: there it is the clock now.
 pub fn now_ms() -> i64 {
-    unsafe { api!(RedisModule_Milliseconds)() }
+    // SAFETY: a pointer set by Redis at load, or None on servers without it.
+    match unsafe { raw::RedisModule_CachedMicroseconds } {
+        Some(cached) => (unsafe { cached() }) / 1000,
+        None => unsafe { api!(RedisModule_Milliseconds)() },
+    }
 }
 
 /// The bytes of a module string.
@@ -132,15 +140,22 @@ pub fn bytes<'a>(s: RStr) -> &'a [u8] {
 pub struct Ctx(pub *mut raw::RedisModuleCtx);
 
 impl Ctx {
-    fn flags(self) -> c_int {
-        unsafe { api!(RedisModule_GetContextFlags)(self.0) }
+    /// `RedisModule_GetContextFlags`: what kind of server and client this
+    /// command runs on (`REDISMODULE_CTX_FLAGS_*`).
+    pub fn flags(self) -> u32 {
+        (unsafe { api!(RedisModule_GetContextFlags)(self.0) }) as u32
     }
 
-    /// Whether this command came from the primary's replication link or
-    /// from the AOF being loaded: the only senders of effect commands.
+    /// Whether this command came from the primary's replication link
+    /// (`REPLICATED`, also inside a MULTI the primary sends) or from the AOF
+    /// being loaded (`LOADING`): the only senders of effect commands.
     pub fn is_primary_or_loading(self) -> bool {
-        let from = raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING;
-        self.flags() & from as c_int != 0
+        self.flags() & (raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING) != 0
+    }
+
+    /// Whether this server is a read-only replica.
+    pub fn is_readonly_replica(self) -> bool {
+        self.flags() & raw::REDISMODULE_CTX_FLAGS_READONLY != 0
     }
 
     /// The selected database.

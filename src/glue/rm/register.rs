@@ -1,6 +1,7 @@
 //! Registration: commands, module options, server and keyspace events.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
+use std::ptr;
 use std::os::raw::{c_char, c_int, c_void};
 
 use redis_module::raw;
@@ -100,4 +101,101 @@ pub fn keyspace_events(ctx: Ctx, types: raw::NotifyEvent, cb: KeyspaceEventFn) -
         api!(RedisModule_SubscribeToKeyspaceEvents)(ctx.0, types.bits(), Some(cb))
             == raw::REDISMODULE_OK as c_int
     }
+}
+
+// What the module tells newer servers about its commands besides their
+// flags (`glue::cmdinfo`). Each API is used only where the running server
+// has it, found by its pointer, never by a version number; `None` where it
+// lacks one, else whether the server took the call.
+
+/// `RedisModule_CachedMicroseconds` (7.2+): the command's start time.
+pub fn has_cached_time() -> bool {
+    unsafe { raw::RedisModule_CachedMicroseconds }.is_some()
+}
+
+/// `RedisModule_SetCommandInfo` (7.0.3+).
+pub fn has_command_info() -> bool {
+    unsafe { raw::RedisModule_SetCommandInfo }.is_some()
+}
+
+/// `RedisModule_SetCommandACLCategories` (7.2+).
+pub fn has_command_categories() -> bool {
+    unsafe { raw::RedisModule_SetCommandACLCategories }.is_some()
+}
+
+/// Adds an ACL category of the module's own (7.4+, Valkey 8+).
+pub fn add_acl_category(ctx: Ctx, name: &CStr) -> Option<bool> {
+    // SAFETY: a pointer set by Redis at load, or None.
+    let add = unsafe { raw::RedisModule_AddACLCategory }?;
+    Some(unsafe { add(ctx.0, name.as_ptr()) } == raw::REDISMODULE_OK as c_int)
+}
+
+fn command_ptr(ctx: Ctx, name: &CStr) -> Option<*mut raw::RedisModuleCommand> {
+    let cmd = unsafe { api!(RedisModule_GetCommand)(ctx.0, name.as_ptr()) };
+    (!cmd.is_null()).then_some(cmd)
+}
+
+/// The key spec of a command that only reads argv[1] (one key): `RO
+/// ACCESS` instead of the `RW ACCESS UPDATE` Redis gives a module command's
+/// key by default, so `%R~` ACL patterns admit it.
+fn read_key_spec() -> [raw::RedisModuleCommandKeySpec; 2] {
+    // SAFETY: a plain C struct; all-zero is its documented terminator.
+    let mut specs: [raw::RedisModuleCommandKeySpec; 2] = unsafe { std::mem::zeroed() };
+    specs[0].flags = (raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_ACCESS) as u64;
+    specs[0].begin_search_type = raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_INDEX;
+    specs[0].bs.index.pos = 1;
+    specs[0].find_keys_type = raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_RANGE;
+    specs[0].fk.range = raw::RedisModuleCommandKeySpec__bindgen_ty_2__bindgen_ty_1 {
+        lastkey: 0,
+        keystep: 1,
+        limit: 0,
+    };
+    specs
+}
+
+/// Sets a command's summary, tips (empty: none) and, for a command that
+/// only reads its key, its key spec.
+pub fn set_command_info(ctx: Ctx, name: &CStr, summary: &CStr, tips: &CStr, reads_key: bool) -> Option<bool> {
+    // SAFETY: a pointer set by Redis at load, or None.
+    let set_info = unsafe { raw::RedisModule_SetCommandInfo }?;
+    let Some(cmd) = command_ptr(ctx, name) else {
+        return Some(false);
+    };
+    let version = raw::RedisModuleCommandInfoVersion {
+        version: 1,
+        sizeof_historyentry: std::mem::size_of::<raw::RedisModuleCommandHistoryEntry>(),
+        sizeof_keyspec: std::mem::size_of::<raw::RedisModuleCommandKeySpec>(),
+        sizeof_arg: std::mem::size_of::<raw::RedisModuleCommandArg>(),
+    };
+    let mut specs = read_key_spec();
+    let ci = raw::RedisModuleCommandInfo {
+        version: &version,
+        summary: summary.as_ptr(),
+        complexity: ptr::null(),
+        since: ptr::null(),
+        history: ptr::null_mut(),
+        tips: if tips.is_empty() {
+            ptr::null()
+        } else {
+            tips.as_ptr()
+        },
+        arity: 0,
+        key_specs: if reads_key {
+            specs.as_mut_ptr()
+        } else {
+            ptr::null_mut()
+        },
+        args: ptr::null_mut(),
+    };
+    Some(unsafe { set_info(cmd, &ci) } == raw::REDISMODULE_OK as c_int)
+}
+
+/// Sets a command's ACL categories (space-separated names).
+pub fn set_command_categories(ctx: Ctx, name: &CStr, categories: &str) -> Option<bool> {
+    // SAFETY: a pointer set by Redis at load, or None.
+    let set = unsafe { raw::RedisModule_SetCommandACLCategories }?;
+    let (Some(cmd), Ok(cats)) = (command_ptr(ctx, name), CString::new(categories)) else {
+        return Some(false);
+    };
+    Some(unsafe { set(cmd, cats.as_ptr()) } == raw::REDISMODULE_OK as c_int)
 }

@@ -3,7 +3,7 @@
 use std::ffi::CStr;
 use std::os::raw::c_char;
 
-use redis_module::raw;
+use redis_module::{raw, InfoContext};
 
 use super::{api, Ctx};
 
@@ -47,4 +47,13 @@ impl Ctx {
             .collect();
         unsafe { api!(RedisModule_ReplyWithError)(self.0, clean.as_ptr().cast::<c_char>()) };
     }
+}
+
+/// One dict field of an `INFO` section: `<name>:field=value,...`.
+pub fn info_dict(ctx: &InfoContext, name: &str, fields: &[(&str, u64)]) {
+    raw::add_info_begin_dict_field(ctx.ctx, name);
+    for (field, v) in fields {
+        raw::add_info_field_long_long(ctx.ctx, field, *v as i64);
+    }
+    raw::add_info_end_dict_field(ctx.ctx);
 }
