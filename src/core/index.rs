@@ -319,6 +319,12 @@ impl Index {
         out
     }
 
+    /// Tenants with a live session in any database (unordered, may repeat
+    /// across databases).
+    pub fn live_tenants(&self) -> impl Iterator<Item = &[u8]> {
+        self.dbs.iter().flat_map(|d| d.live.keys().map(|t| &**t))
+    }
+
     /// No live session in any database.
     pub fn is_empty(&self) -> bool {
         self.dbs.iter().all(|d| d.loose.is_empty() && d.groups.is_empty())

@@ -100,6 +100,11 @@ impl Stats {
         }
     }
 
+    /// Tenants that have a row of counters (unordered).
+    pub fn tenants(&self) -> impl Iterator<Item = &[u8]> {
+        self.per_tenant.keys().map(|t| &**t)
+    }
+
     pub fn tenant(&self, tenant: &[u8]) -> Counters {
         self.per_tenant.get(tenant).copied().unwrap_or_default()
     }
