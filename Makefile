@@ -8,7 +8,7 @@ APT := DEBIAN_FRONTEND=noninteractive apt-get
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: all build run test test-rust test-py lint bench bench-smoke soak deps-build deps-redis venv clean
+.PHONY: all build run test test-rust test-py test-ops lint bench bench-smoke soak deps-build deps-redis deps-ops venv clean
 
 all: build
 
@@ -58,7 +58,7 @@ run: build deps-redis
 # --- tests --------------------------------------------------------------------
 # The bench smoke run keeps bench/ from rotting; pytest runs last so its
 # summary closes the output.
-test: build deps-redis venv
+test: build deps-redis deps-ops venv
 	cargo test --release
 	$(MAKE) --no-print-directory bench-smoke
 	SESSION_MODULE=$(MODULE) $(PY) -m pytest -q integration $(PYTEST_ARGS)
@@ -66,12 +66,26 @@ test: build deps-redis venv
 test-rust: build deps-redis
 	cargo test --release
 
-test-py: build deps-redis venv
+test-py: build deps-redis deps-ops venv
 	SESSION_MODULE=$(MODULE) $(PY) -m pytest -q integration $(PYTEST_ARGS)
 
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --release -- -D warnings
+
+# --- operations (issue 19): exporter + Prometheus test, promtool rule tests --
+# integration/test_ops.py runs inside test-py; it skips with a message when
+# these packages cannot be installed.
+deps-ops:
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null || \
+	    ! command -v prometheus-redis-exporter >/dev/null || ! command -v curl >/dev/null; then \
+		{ $(MAKE) --no-print-directory .apt-updated && \
+		  $(SUDO) $(APT) install -y -qq --no-install-recommends prometheus prometheus-redis-exporter curl; } || \
+		echo "deps-ops: prometheus / prometheus-redis-exporter could not be installed; integration/test_ops.py will skip"; \
+	fi
+
+test-ops: build deps-redis deps-ops venv
+	SESSION_MODULE=$(MODULE) $(PY) -m pytest -q integration/test_ops.py $(PYTEST_ARGS)
 
 # --- performance and soak (not part of `make test`) ---------------------------
 bench: build deps-redis venv
