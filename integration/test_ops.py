@@ -335,7 +335,7 @@ def test_runbook_exporter(make_server, tmp_path):
 
 
 def test_runbook_failover(make_server):
-    primary = make_server(name="primary")
+    primary = make_server(name="primary", config={"repl-diskless-sync-delay": 0})
     replica = make_server(name="replica")
     replicate(replica, primary)
     r = primary.client()
@@ -364,7 +364,7 @@ def test_runbook_key_rotation(make_server, tmp_path):
     keyfile.write_text(f"k2025:{secrets.token_hex(32)}\n")
     os.chmod(keyfile, 0o600)
     aof = {"appendonly": "yes"}
-    primary = make_server(module_args={"keyfile": keyfile}, config=aof, name="primary")
+    primary = make_server(module_args={"keyfile": keyfile}, config={**aof, "repl-diskless-sync-delay": 0}, name="primary")
     replica = make_server(module_args={"keyfile": keyfile}, config=aof, name="replica")
     replicate(replica, primary)
     r = primary.client()
