@@ -128,8 +128,11 @@ def test_prometheus_metrics(server: Any) -> None:
         assert (val("redis_session_client_near_cache_bytes") or 0) > 0
         assert val("redis_session_client_near_cache_enabled") == 1
         # the set and the revoke dropped entries: invalidations arrive from the server
-        wait_for(lambda: (val("redis_session_client_near_cache_invalidations_total") or 0) >= 1, 5,
-                 what="an invalidation counted")
+        wait_for(
+            lambda: (val("redis_session_client_near_cache_invalidations_total") or 0) >= 1,
+            5,
+            what="an invalidation counted",
+        )
         assert val("redis_session_client_breaker_state", state="closed") == 1
         assert val("redis_session_client_breaker_state", state="open") == 0
         assert val("redis_session_client_pool_in_use") == 0
@@ -159,9 +162,12 @@ def test_prometheus_breaker_and_errors_when_the_server_goes(server: Any) -> None
         labels = {"tenant": "acme"}
         assert reg.get_sample_value("redis_session_client_breaker_state", {**labels, "state": "open"}) == 1
         assert reg.get_sample_value("redis_session_client_breaker_transitions_total", {**labels, "state": "open"}) == 1
-        assert reg.get_sample_value(
-            "redis_session_client_errors_total", {**labels, "op": "get", "kind": "StoreUnavailable"}
-        ) == 4
+        assert (
+            reg.get_sample_value(
+                "redis_session_client_errors_total", {**labels, "op": "get", "kind": "StoreUnavailable"}
+            )
+            == 4
+        )
         assert (reg.get_sample_value("redis_session_client_retries_total", {**labels, "op": "Single"}) or 0) >= 0
     finally:
         store.close()
@@ -232,8 +238,9 @@ def test_spans_one_per_call_with_hashed_sid(server: Any) -> None:
         assert by_op["revoke"][0]["db.operation.name"] == "SESSION.REVOKE"
         assert "redis_session.sid_hash" not in by_op["count"][0]  # a subject is no sid, and is not recorded
         # nothing secret in any span: names, attributes, events
-        blob = repr([(s.name, dict(s.attributes or {}), [e.attributes for e in s.events])
-                     for s in exp.get_finished_spans()])
+        blob = repr(
+            [(s.name, dict(s.attributes or {}), [e.attributes for e in s.events]) for s in exp.get_finished_spans()]
+        )
         leaked = [x for x in secrets_of(sids) if x in blob]
         assert not leaked, leaked
         # the same key gives the same hash in another process
@@ -243,7 +250,7 @@ def test_spans_one_per_call_with_hashed_sid(server: Any) -> None:
         server.stop()
         with pytest.raises(StoreUnavailable):
             store.get(s_sid, fresh=True)
-        (n, a, st), = span_attrs(exp)
+        ((n, a, st),) = span_attrs(exp)
         assert a["redis_session.outcome"] == "StoreUnavailable" and st == StatusCode.ERROR
     finally:
         store.close()
@@ -293,12 +300,16 @@ def test_logs_structured_and_never_secret(server: Any, records: list[logging.Log
     assert {logging.DEBUG, logging.INFO, logging.WARNING} <= levels, levels
     calls = [r for r in ours if getattr(r, "session_event", None) == "call"]
     assert {(r.session_op, r.session_outcome) for r in calls} >= {  # type: ignore[attr-defined]
-        ("create", "ok"), ("set", "Conflict"), ("get", "Revoked"), ("get", "StoreUnavailable"),
+        ("create", "ok"),
+        ("set", "Conflict"),
+        ("get", "Revoked"),
+        ("get", "StoreUnavailable"),
     }
     for r in calls:
         assert r.session_tenant == "acme" and isinstance(r.session_ms, float)  # type: ignore[attr-defined]
         want = {"ok": logging.DEBUG, "Conflict": logging.INFO, "Revoked": logging.INFO}.get(
-            r.session_outcome, logging.WARNING)  # type: ignore[attr-defined]
+            r.session_outcome, logging.WARNING
+        )  # type: ignore[attr-defined]
         assert r.levelno == want, (r.session_outcome, r.levelname)  # type: ignore[attr-defined]
     breaker = [r for r in ours if getattr(r, "session_event", None) == "breaker"]
     assert [(r.session_state, r.levelno) for r in breaker] == [("open", logging.WARNING)]  # type: ignore[attr-defined]

@@ -72,15 +72,22 @@ class PrometheusMetrics:
     def __init__(self, registry: CollectorRegistry | None = REGISTRY) -> None:
         reg = registry
         self.op_seconds = Histogram(
-            f"{PREFIX}_op_seconds", "Time of a store call that ran its operation (near-cache hits excluded).",
-            ["tenant", "op"], buckets=BUCKETS, registry=reg,
+            f"{PREFIX}_op_seconds",
+            "Time of a store call that ran its operation (near-cache hits excluded).",
+            ["tenant", "op"],
+            buckets=BUCKETS,
+            registry=reg,
         )
         self.ops_total = Counter(
-            f"{PREFIX}_ops", "Store calls that ran their operation, by outcome.", ["tenant", "op", "outcome"],
+            f"{PREFIX}_ops",
+            "Store calls that ran their operation, by outcome.",
+            ["tenant", "op", "outcome"],
             registry=reg,
         )
         self.errors_total = Counter(
-            f"{PREFIX}_errors", "Store calls that raised, by exception class.", ["tenant", "op", "kind"],
+            f"{PREFIX}_errors",
+            "Store calls that raised, by exception class.",
+            ["tenant", "op", "kind"],
             registry=reg,
         )
         self.retries_total = Counter(
@@ -202,5 +209,18 @@ class _StoreCollector(Collector):
             in_use.add_metric([t], used)
             conns.add_metric([t], created)
             info.add_metric([t, str(getattr(store.backend, "name", "unknown"))], 1.0)
-        yield from (hits, misses, inval, evict, flush, entries, nbytes, enabled, breaker, transitions, in_use,
-                    conns, info)
+        yield from (
+            hits,
+            misses,
+            inval,
+            evict,
+            flush,
+            entries,
+            nbytes,
+            enabled,
+            breaker,
+            transitions,
+            in_use,
+            conns,
+            info,
+        )
