@@ -113,8 +113,9 @@ def exporter(redis_port, directory, name="exporter", user=None, password=None):
     return Daemon(name, argv, "/metrics", directory)
 
 
-def prometheus_config(targets, directory):
-    """ops/prometheus/ copied into `directory`, scraping `targets` every second."""
+def prometheus_config(targets, directory, app_targets=()):
+    """ops/prometheus/ copied into `directory`, scraping the exporters
+    `targets` and the applications `app_targets` every second."""
     d = Path(directory)
     for f in ("session-rules.yml", "session-alerts.yml"):
         shutil.copy(OPS / "prometheus" / f, d / f)
@@ -123,6 +124,7 @@ def prometheus_config(targets, directory):
         ("scrape_interval: 15s", "scrape_interval: 1s"),
         ("evaluation_interval: 15s", "evaluation_interval: 1s"),
         ('targets: ["127.0.0.1:9121"]', "targets: " + json.dumps(targets)),
+        ('targets: ["127.0.0.1:8000"]', "targets: " + json.dumps(list(app_targets))),
     ):
         assert text.count(old) == 1, f"ops/prometheus/prometheus.yml no longer has {old!r}"
         text = text.replace(old, new)

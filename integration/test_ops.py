@@ -5,8 +5,9 @@ against real processes.
 - `test_rules_promtool`: `promtool test rules` on ops/prometheus/tests/.
 - `test_metrics_end_to_end`: redis-server with the module (primary and
   replica), prometheus-redis-exporter with ops/redis-session-exporter.lua
-  (as the ACL user the docs give it) and Prometheus with ops/prometheus/
-  (1 s scrapes), a small workload, then Prometheus's HTTP API must hold every
+  (as the ACL user the docs give it), an application's store with
+  redis_session.prometheus on its own /metrics, and Prometheus with
+  ops/prometheus/ (1 s scrapes), a small workload, then Prometheus's HTTP API must hold every
   SESSION.STATS counter, in all and per tenant, with the server's values;
   every recording rule has a value, the eviction alert fires, and every
   panel query of ops/grafana/redis-session.json returns data.
@@ -54,6 +55,15 @@ from sessionlib import (
     wait_for,
     wait_sync,
 )
+
+try:  # the application side needs the Python package (python/, in the venv)
+    import prometheus_client
+    from redis_session import Conflict, SessionStore
+    from redis_session.prometheus import PrometheusMetrics
+
+    APP = True
+except ImportError:
+    APP = False
 
 needs_prometheus = pytest.mark.skipif(not (EXPORTER and PROMETHEUS and PROMTOOL), reason=MISSING)
 
@@ -129,6 +139,7 @@ def workload(primary):
     settings), beta (none), gamma (settings, no sessions) and bulk."""
     r = primary.client()
     ex = r.execute_command
+    before = stats(r)
     ex("SESSION.TENANT", "SET", "acme", "IDLE", 600000)
     ex("SESSION.TENANT", "SET", "gamma", "IDLE", 60000)
     acme = [new_key("acme") for _ in range(5)]
@@ -164,7 +175,8 @@ def workload(primary):
     for k in gone:
         ex("SESSION.CREATE", k, "IDLE", 1, "GRACE", 0)
     time.sleep(0.05)
-    wait_for(lambda: [r.exists(k) for k in gone] == [0, 0] and stats(r)["expired"] == 2, what="2 expiries")
+    wait_for(lambda: [r.exists(k) for k in gone] == [0, 0] and stats(r)["expired"] == before["expired"] + 2,
+             what="2 expiries")
     # Evictions: tenant bulk fills a small maxmemory under allkeys-lru.
     ex("CONFIG", "SET", "maxmemory-policy", "allkeys-lru")
     used = int(primary.info("memory")["used_memory"])
@@ -179,9 +191,10 @@ def workload(primary):
     ex("CONFIG", "SET", "maxmemory", 0)
     ex("CONFIG", "SET", "maxmemory-policy", "noeviction")
     st = stats(r)
-    assert st["evicted"] > 0 and st["expired"] == 2
-    assert st["cas_conflicts"] == 2 and st["revocations"] == 1 and st["grace_renewals"] == 1
-    assert st["touches"] == 6 and st["touches_propagated"] == 3 and st["misses"] == 4
+    d = {c: st[c] - before[c] for c in st}
+    assert d["evicted"] > 0 and d["expired"] == 2
+    assert d["cas_conflicts"] == 2 and d["revocations"] == 1 and d["grace_renewals"] == 1
+    assert d["touches"] == 6 and d["touches_propagated"] == 3 and d["misses"] == 4
 
 
 
@@ -212,7 +225,11 @@ def test_metrics_end_to_end(make_server, tmp_path):
         daemons.append(ex1.start())
         ex2 = exporter(replica.port, tmp_path, "exporter-replica", "redis-exporter", "exporter-secret")
         daemons.append(ex2.start())
-        prom = prometheus(prometheus_config([ex1.addr, ex2.addr], tmp_path), tmp_path)
+        app = App(primary) if APP else None
+        if app is not None:
+            daemons.append(app)
+        app_targets = [app.addr] if app is not None else []
+        prom = prometheus(prometheus_config([ex1.addr, ex2.addr], tmp_path, app_targets), tmp_path)
         daemons.append(prom.start())
         api = PromAPI(prom.addr)
         # Every tenant exists before the workload: a series born with its
@@ -223,6 +240,10 @@ def test_metrics_end_to_end(make_server, tmp_path):
             r0.execute_command("SESSION.CREATE", new_key(t))
         wait_for(lambda: len(api.query(f'redis_session_tenant_sessions{{instance="{ex1.addr}"}}')) == 4,
                  30, 0.2, "first scrapes")
+        if app is not None:
+            wait_for(lambda: api.query('redis_session_client_op_seconds_count{op="get"}'), 30, 0.2,
+                     "first scrape of the application")
+            app.workload()
 
         workload(primary)
         r = primary.client()
@@ -266,11 +287,15 @@ def test_metrics_end_to_end(make_server, tmp_path):
         rules = api.get("rules")["groups"]
         records = [x["name"] for g in rules for x in g["rules"] if x["type"] == "recording"]
         alerts = [x["name"] for g in rules for x in g["rules"] if x["type"] == "alerting"]
-        assert len(records) == 12 and len(alerts) == 7, (records, alerts)
+        assert len(records) == 14 and len(alerts) == 8, (records, alerts)
+        if app is None:
+            records = [n for n in records if "client" not in n]
 
         def all_recorded():
-            return all(has_number(api.query(f'{n}{{instance="{ex1.addr}"}}')) for n in records
-                       if not n.startswith("tenant:")) and has_number(api.query("tenant:redis_session_hit_ratio:rate5m"))
+            return all(
+                has_number(api.query(n if n.startswith("tenant") else f'{n}{{instance="{ex1.addr}"}}'))
+                for n in records
+            )
 
         try:
             wait_for(all_recorded, 30, 0.5, "every recording rule to have a value")
@@ -292,7 +317,9 @@ def test_metrics_end_to_end(make_server, tmp_path):
 
         # Every panel of the dashboard has data.
         dash, queries = panel_queries()
-        assert len(queries) >= 15
+        assert len(queries) >= 20
+        if app is None:
+            queries = [(t, q) for t, q in queries if not t.startswith("App:")]
         empty = [(title, q) for title, q in queries if not has_number(api.query(concrete(q)))]
         assert not empty, f"dashboard panels without data: {empty}"
         for var in dash["templating"]["list"][1:]:
@@ -304,6 +331,40 @@ def test_metrics_end_to_end(make_server, tmp_path):
     finally:
         for d in reversed(daemons):
             d.stop()
+
+
+class App:
+    """An application's side: a store with redis_session.prometheus, its
+    /metrics served by prometheus_client on a free port."""
+
+    def __init__(self, server):
+        self.registry = prometheus_client.CollectorRegistry()
+        self.metrics = PrometheusMetrics(registry=self.registry)
+        self.store = SessionStore(
+            redis.Redis(port=server.port), tenant="acme", near_cache=True, hooks=[self.metrics.hooks("acme")]
+        )
+        self.metrics.watch(self.store)
+        self.port = free_port()
+        self.addr = f"127.0.0.1:{self.port}"
+        self.http, _ = prometheus_client.start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
+        # series that exist before the first scrape, so that rate() sees the workload
+        self.sid = self.store.create(data={"n": 1}).sid
+        self.store.get(self.sid)
+
+    def workload(self):
+        for _ in range(3):
+            sid = self.store.create(data={"n": 1}).sid
+            wait_for(lambda sid=sid: (g := self.store.get(sid)) is not None and g.cached, 10, 0.05,
+                     what="the near-cache filled")
+            for _ in range(5):
+                self.store.get(sid)
+        with pytest.raises(Conflict):
+            self.store.set(self.sid, data={"n": 2}, if_version=99)
+
+    def stop(self):
+        self.http.shutdown()
+        self.http.server_close()
+        self.store.close()
 
 
 # --- runbooks ----------------------------------------------------------------------
