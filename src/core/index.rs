@@ -427,6 +427,18 @@ mod tests {
     }
 
     #[test]
+    fn live_tenants_follow_the_sessions() {
+        let mut ix = Index::default();
+        ix.add(0, b"k1", &v(b"acme", b"u1", 1));
+        ix.add(2, b"k2", &v(b"beta", b"", 1));
+        let mut t: Vec<&[u8]> = ix.live_tenants().collect();
+        t.sort();
+        assert_eq!(t, [&b"acme"[..], &b"beta"[..]]);
+        ix.remove(0, b"k1", &v(b"acme", b"u1", 1));
+        assert_eq!(ix.live_tenants().collect::<Vec<_>>(), [&b"beta"[..]]);
+    }
+
+    #[test]
     fn counts_sealed_values_per_key() {
         let mut ix = Index::default();
         let sealed = |id: &'static [u8], n| Indexed {

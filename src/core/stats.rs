@@ -126,5 +126,8 @@ mod tests {
         assert_eq!(s.tenant(b"a").created, 1);
         assert_eq!(s.tenant(b"b").hits, 1);
         assert_eq!(s.tenant(b"zz"), Counters::default());
+        let mut names: Vec<&[u8]> = s.tenants().collect();
+        names.sort();
+        assert_eq!(names, [&b"a"[..], &b"b"[..]]);
     }
 }
