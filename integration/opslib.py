@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -19,6 +20,9 @@ from pathlib import Path
 from sessionlib import ROOT, free_port
 
 OPS = ROOT / "ops"
+#: the venv's bin (console scripts such as `redis-session`), first on the runbooks' PATH
+VENV_BIN = os.path.dirname(sys.executable)
+RUNBOOK_PATH = VENV_BIN + os.pathsep + os.environ.get("PATH", "")
 DOCS = ROOT / "docs" / "operations.md"
 EXPORTER = shutil.which("prometheus-redis-exporter")
 PROMETHEUS = shutil.which("prometheus")
@@ -197,6 +201,7 @@ def run_runbook(name, env, timeout=120):
     """Runs runbook `name` under bash -euo pipefail with `env`; returns stdout."""
     script = runbooks()[name]
     full_env = dict(os.environ)
+    full_env["PATH"] = RUNBOOK_PATH
     full_env.update({k: str(v) for k, v in env.items()})
     p = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script], env=full_env, capture_output=True, text=True,

@@ -37,6 +37,7 @@ from opslib import (
     OPS,
     PROMETHEUS,
     PROMTOOL,
+    RUNBOOK_PATH,
     PromAPI,
     exporter,
     has_number,
@@ -57,12 +58,17 @@ from sessionlib import (
     wait_sync,
 )
 
-try:  # the application side needs the Python package (python/, in the venv)
-    import prometheus_client
+try:  # the Python package (python/, in the venv)
     from redis_session import Conflict, SessionStore
+
+    PKG = True
+except ImportError:
+    PKG = False
+try:  # the application side: its Prometheus extra
+    import prometheus_client
     from redis_session.prometheus import PrometheusMetrics
 
-    APP = True
+    APP = PKG
 except ImportError:
     APP = False
 
@@ -540,8 +546,14 @@ def test_runbook_drain_node(make_server):
 
 
 def test_runbook_fallback_to_module(make_server):
-    if not shutil.which("redis-session") and not (Path(os.environ.get("VIRTUAL_ENV", "")) / "bin" / "redis-session").exists():
+    if not PKG or not shutil.which("redis-session", path=RUNBOOK_PATH):
         pytest.skip("the fallback backend and its `redis-session migrate` are not in this build yet: issue 17")
     srv = make_server(name="migrate")
-    run_runbook("fallback-to-module", {"REDIS_URL": f"redis://127.0.0.1:{srv.port}/0", "TENANT": "acme",
-                                       "REDIS_HOST": "127.0.0.1", "REDIS_PORT": srv.port})
+    fb = SessionStore(redis.Redis(port=srv.port), tenant="acme", backend="lua")
+    sids = [fb.create(subject="u1", data={"i": i}).sid for i in range(5)]
+    out = run_runbook("fallback-to-module", {"REDIS_URL": f"redis://127.0.0.1:{srv.port}/0", "TENANT": "acme",
+                                             "REDIS_HOST": "127.0.0.1", "REDIS_PORT": srv.port})
+    assert out.strip().splitlines()[-1] == "5"
+    r = srv.client()
+    assert {r.type(f"sess:acme:{sid}") for sid in sids} == {"sessionT1"}
+    assert r.execute_command("SESSION.COUNT", "acme", "u1") == 5
