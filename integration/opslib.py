@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -32,12 +33,14 @@ MISSING = (
     "(`make test` installs them; by hand: apt-get install prometheus prometheus-redis-exporter)"
 )
 
-# The exporter's ACL user as docs/operations.md gives it.
-EXPORTER_ACL = (
-    "on >exporter-secret resetkeys resetchannels %R~sess:* -@all "
-    "+client|setname +config|get +info +slowlog|get +slowlog|len +latency|latest "
-    "+ping +eval +session.stats +session.tenant|list"
-).split()
+def exporter_acl(password):
+    """The exporter user's ACL rules exactly as the `exporter` runbook of
+    docs/operations.md sets them (everything after `ACL SETUSER <name>`)."""
+    script = runbooks()["exporter"].replace("\\\n", " ")
+    line = next(x for x in script.splitlines() if " ACL SETUSER " in x)
+    words = shlex.split(line.rsplit("| grep", 1)[0])
+    rules = words[words.index("SETUSER") + 2:]
+    return [w.replace("$EXPORTER_PASSWORD", password) for w in rules]
 
 
 def http_get(url, timeout=5.0):

@@ -32,7 +32,7 @@ import redis
 
 from opslib import (
     EXPORTER,
-    EXPORTER_ACL,
+    exporter_acl,
     MISSING,
     OPS,
     PROMETHEUS,
@@ -219,13 +219,34 @@ def concrete(expr):
     return expr.replace("$instance", ".*").replace("$tenant", ".*").replace("$__rate_interval", "5m")
 
 
+def test_dashboard_shape():
+    """The dashboard imports as Grafana expects: unique ids, panels on the
+    24-column grid without overlap, every query on the datasource variable."""
+    dash, queries = panel_queries()
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+    cells = set()
+    for p in dash["panels"]:
+        g = p["gridPos"]
+        assert g["x"] + g["w"] <= 24, p["title"]
+        mine = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+        assert not cells & mine, f"panel {p['title']!r} overlaps another"
+        cells |= mine
+        for t in p.get("targets", []):
+            assert t["datasource"]["uid"] == "${datasource}" and t["expr"].strip(), p["title"]
+    names = [v["name"] for v in dash["templating"]["list"]]
+    assert names == ["datasource", "instance", "tenant"]
+    for _, q in queries:
+        assert "$instance" in q or "$tenant" in q or "redis_session_client" in q, q
+
+
 @needs_prometheus
 def test_metrics_end_to_end(make_server, tmp_path):
     primary = make_server(name="primary", config={"repl-diskless-sync-delay": 0})
     replica = make_server(name="replica")
     replicate(replica, primary)
     for s in (primary, replica):
-        s.admin().execute_command("ACL", "SETUSER", "redis-exporter", *EXPORTER_ACL)
+        s.admin().execute_command("ACL", "SETUSER", "redis-exporter", *exporter_acl("exporter-secret"))
     daemons = []
     try:
         ex1 = exporter(primary.port, tmp_path, "exporter-primary", "redis-exporter", "exporter-secret")
