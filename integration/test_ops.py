@@ -140,6 +140,27 @@ def test_exporter_script_names(make_server):
     assert {k: int(v) for k, v in fields.items()} == stats(r, "beta")
 
 
+def test_info_lists_tenants_after_a_restart(make_server):
+    """After a restart the counters start again, but a tenant whose sessions
+    came back from the RDB (no settings, no activity yet) is still listed."""
+    srv = make_server(name="restart")
+    r = srv.client()
+    for t in ("acme", "beta", "beta"):
+        r.execute_command("SESSION.CREATE", new_key(t), "DATA", "f", "v")
+    r.execute_command("SELECT", 3)
+    r.execute_command("SESSION.CREATE", new_key("delta"))
+    r.execute_command("SAVE")
+    srv.restart()
+    info = srv.info("session")
+    assert {k for k in info if k.startswith("session_tenant_")} == {
+        "session_tenant_acme", "session_tenant_beta", "session_tenant_delta",
+    }
+    assert info["session_tenant_beta"]["sessions"] == 2 and info["session_tenant_beta"]["created"] == 0
+    out = srv.client().execute_command("EVAL", (OPS / "redis-session-exporter.lua").read_text(), 0)
+    got = {to_str(out[i]): to_str(out[i + 1]) for i in range(0, len(out), 2)}
+    assert got["session_tenant_sessions:delta"] == "1" and got["session_sessions"] == "4"
+
+
 # --- the whole stack -------------------------------------------------------------
 def workload(primary):
     """A little of everything SESSION.STATS counts, on tenants acme (with
