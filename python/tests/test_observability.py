@@ -201,6 +201,45 @@ def test_pool_usage_counts_checked_out_connections(server: Any) -> None:
     client.close()
     plain.close()
 
+    async def aio() -> None:
+        ac = aredis.Redis(port=server.port)
+        await ac.ping()
+        assert pool_usage(ac) == (0, 1)
+        try:
+            c = await ac.connection_pool.get_connection()  # redis-py >= 5.3
+        except TypeError:
+            c = await ac.connection_pool.get_connection("PING")
+        assert pool_usage(ac) == (1, 1)
+        await ac.connection_pool.release(c)
+        assert pool_usage(ac) == (0, 1)
+        await ac.aclose()
+
+    asyncio.run(aio())
+
+
+def test_prometheus_async_store(server: Any) -> None:
+    reg = prometheus_client.CollectorRegistry()
+    metrics = PrometheusMetrics(registry=reg)
+
+    async def run() -> None:
+        store: AsyncSessionStore[Any] = AsyncSessionStore(
+            aredis.Redis(port=server.port), tenant="beta", hooks=[metrics.hooks("beta")]
+        )
+        metrics.watch(store)
+        async with store:
+            s = await store.create(data={"a": 1})
+            await store.get(s.sid, touch=True)
+            with pytest.raises(Conflict):
+                await store.cas(s.sid, 99, {"a": 2})
+            assert reg.get_sample_value("redis_session_client_pool_connections", {"tenant": "beta"}) == 1
+        metrics.unwatch(store)
+
+    asyncio.run(run())
+    labels = {"tenant": "beta"}
+    assert reg.get_sample_value("redis_session_client_op_seconds_count", {**labels, "op": "get"}) == 1
+    assert reg.get_sample_value("redis_session_client_errors_total", {**labels, "op": "cas", "kind": "Conflict"}) == 1
+    assert reg.get_sample_value("redis_session_client_pool_connections", labels) is None  # unwatched
+
 
 def span_attrs(exp: InMemorySpanExporter) -> list[tuple[str, dict[str, Any], Any]]:
     return [(s.name, dict(s.attributes or {}), s.status.status_code) for s in exp.get_finished_spans()]
