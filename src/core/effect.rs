@@ -181,8 +181,8 @@ pub fn replay<'w, R: Clone>(s: &mut Session, e: &Effect<'w, R>) -> Result<Effect
     match e {
         Effect::Whole(_) => {}
         Effect::Renew(r) => {
-            let visible =
-                r.version != s.version || (!s.flags.contains(Flags::REVOKED) && r.last_access >= s.idle_deadline());
+            let visible = r.version != s.version
+                || (!s.flags.contains(Flags::REVOKED) && r.last_access >= s.idle_deadline());
             s.last_access = r.last_access;
             s.idle = r.idle;
             s.version = r.version;
@@ -267,7 +267,10 @@ mod tests {
         assert_eq!(primary, replica);
         let (_, e) = renew::<()>(primary, 6500, None, 1000);
         let e = e.unwrap();
-        assert!(!e.reader_visible(), "an active session's touch moves deadlines only");
+        assert!(
+            !e.reader_visible(),
+            "an active session's touch moves deadlines only"
+        );
         assert_eq!(replay(replica, &e).unwrap(), e);
         let w = write(vec![(b"b", b"2")], vec![b"a"]);
         let e = set(primary, &w, &Limits::NONE).unwrap();

@@ -4,8 +4,8 @@
 
 use super::apply::{self, Value};
 use super::guard::{Args, CmdError, CmdResult};
-use super::helpers::{WRITE, 
-    check_key, live_sessions, lookup, open_live, revoke_by_name, tenant_limits, tenant_settings, Found,
+use super::helpers::{
+    check_key, live_sessions, lookup, open_live, revoke_by_name, tenant_limits, tenant_settings, Found, WRITE,
 };
 use super::parse::{self, is, once};
 use super::rm::{self, Ctx, Key, Slot};

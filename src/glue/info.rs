@@ -63,6 +63,10 @@ pub fn add_tenant_fields(ctx: &InfoContext) {
         let Ok(name) = std::str::from_utf8(&tenant) else {
             continue;
         };
-        rm::reply::info_dict(ctx, &format!("tenant_{name}"), &helpers::stats_rows(Some(&tenant)));
+        rm::reply::info_dict(
+            ctx,
+            &format!("tenant_{name}"),
+            &helpers::stats_rows(Some(&tenant)),
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! Registration: commands, module options, server and keyspace events.
 
 use std::ffi::{CStr, CString};
-use std::ptr;
 use std::os::raw::{c_char, c_int, c_void};
+use std::ptr;
 
 use redis_module::raw;
 
