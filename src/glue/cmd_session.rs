@@ -197,13 +197,14 @@ pub fn get(ctx: Ctx, args: Args) -> CmdResult {
 /// but not renew). `SESSION.GET` is a `readonly` command, so Redis checked
 /// only read access before calling it.
 fn touch_allowed(ctx: Ctx, key: rm::RStr) -> Result<(), CmdError> {
-    if ctx.is_primary_or_loading() {
+    let flags = ctx.flags();
+    if flags & rm::FROM_PRIMARY_OR_LOADING != 0 {
         return Ok(());
     }
-    if ctx.is_readonly_replica() {
+    if flags & rm::READONLY_REPLICA != 0 {
         return Err(CmdError::ReadOnly);
     }
-    if !ctx.acl_allows_arg(key, WRITE) {
+    if !ctx.client_acl_allows_arg(key, WRITE) {
         return Err(CmdError::NoPermWrite);
     }
     Ok(())

@@ -16,21 +16,20 @@ impl Ctx {
     /// ([`READ`], [`WRITE`]). Contexts without a user (replication, AOF)
     /// are allowed.
     pub fn acl_allows(self, key: &[u8], flags: u32) -> bool {
-        self.acl_allows_with(flags, |ctx| OwnedStr::new(ctx, key).into())
-    }
-
-    /// [`Ctx::acl_allows`] for a key the command was given (no copy).
-    pub fn acl_allows_arg(self, key: RStr, flags: u32) -> bool {
-        self.acl_allows_with(flags, |_| Probe::Arg(key))
-    }
-
-    fn acl_allows_with(self, flags: u32, key: impl FnOnce(Ctx) -> Probe) -> bool {
         // Redis 7.0 crashes in GetCurrentUserName for clients without a user
         // (the primary's link, the AOF loader): their commands were checked
         // where they were first run.
-        if self.is_primary_or_loading() {
-            return true;
-        }
+        self.is_primary_or_loading() || self.user_allows(flags, Probe::Owned(OwnedStr::new(self, key)))
+    }
+
+    /// [`Ctx::acl_allows`] for a key the command was given (no copy), in a
+    /// context the caller knows is a client's (`rm::FROM_PRIMARY_OR_LOADING`
+    /// not set).
+    pub fn client_acl_allows_arg(self, key: RStr, flags: u32) -> bool {
+        self.user_allows(flags, Probe::Arg(key))
+    }
+
+    fn user_allows(self, flags: u32, probe: Probe) -> bool {
         unsafe {
             let name = api!(RedisModule_GetCurrentUserName)(self.0);
             if name.is_null() {
@@ -41,7 +40,6 @@ impl Ctx {
             if user.is_null() {
                 return false;
             }
-            let probe = key(self);
             let rc = api!(RedisModule_ACLCheckKeyPermissions)(user, probe.ptr(), flags as c_int);
             api!(RedisModule_FreeModuleUser)(user);
             rc == raw::REDISMODULE_OK as c_int
@@ -53,12 +51,6 @@ impl Ctx {
 enum Probe {
     Owned(OwnedStr),
     Arg(RStr),
-}
-
-impl From<OwnedStr> for Probe {
-    fn from(s: OwnedStr) -> Self {
-        Probe::Owned(s)
-    }
 }
 
 impl Probe {

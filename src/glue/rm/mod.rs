@@ -150,14 +150,17 @@ impl Ctx {
     /// (`REPLICATED`, also inside a MULTI the primary sends) or from the AOF
     /// being loaded (`LOADING`): the only senders of effect commands.
     pub fn is_primary_or_loading(self) -> bool {
-        self.flags() & (raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING) != 0
+        self.flags() & FROM_PRIMARY_OR_LOADING != 0
     }
+}
 
-    /// Whether this server is a read-only replica.
-    pub fn is_readonly_replica(self) -> bool {
-        self.flags() & raw::REDISMODULE_CTX_FLAGS_READONLY != 0
-    }
+/// Context flags of a command sent by the primary's link or the AOF loader.
+pub const FROM_PRIMARY_OR_LOADING: u32 =
+    raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING;
+/// Context flag of a read-only replica.
+pub const READONLY_REPLICA: u32 = raw::REDISMODULE_CTX_FLAGS_READONLY;
 
+impl Ctx {
     /// The selected database.
     pub fn db(self) -> usize {
         (unsafe { api!(RedisModule_GetSelectedDb)(self.0) }).max(0) as usize
