@@ -205,6 +205,7 @@ pub fn replay<'w, R: Clone>(s: &mut Session, e: &Effect<'w, R>) -> Result<Effect
 
 /// The counters of a `GET` that found a live session, with its renewal if
 /// it asked for one (`TOUCH`).
+#[inline]
 pub fn read_counts(touch: Option<Renewal>) -> Counts {
     let mut c = Counts::HITS;
     if let Some(r) = touch {
@@ -216,6 +217,7 @@ pub fn read_counts(touch: Option<Renewal>) -> Counts {
 }
 
 /// The counters of a `RENEW`.
+#[inline]
 pub fn renew_counts(r: Renewal) -> Counts {
     let mut c = Counts::RENEWALS;
     c.set(Counts::GRACE_RENEWALS, r.revived);
@@ -223,6 +225,7 @@ pub fn renew_counts(r: Renewal) -> Counts {
 }
 
 /// The counters of a refused write: a version conflict counts.
+#[inline]
 pub fn refusal_counts(e: &Error) -> Counts {
     match e {
         Error::Conflict(_) => Counts::CAS_CONFLICTS,

@@ -97,6 +97,7 @@ fn propagate(ctx: Ctx, name: RStr, s: &Session, e: &Effect) {
 /// Counts what a command did besides its write (reads, misses, refusals),
 /// and what happened to keys outside our commands (expired, evicted). A
 /// tenant gets a row of its own only when `new_tenant_ok`.
+#[inline]
 pub fn count(tenant: &[u8], counts: Counts, new_tenant_ok: bool) {
     if !counts.is_empty() {
         state::with(|st| st.stats.bump(tenant, counts, new_tenant_ok));

@@ -17,6 +17,7 @@ pub use acl::{READ, WRITE};
 
 /// Tenant and sid of argv[1], or `ERR invalid session key` when it is not
 /// `<prefix><tenant>:<sid>`.
+#[inline]
 pub fn check_key<'a>(ctx: Ctx, args: &Args<'a>) -> Result<SessionKey<'a>, CmdError> {
     let name = args.get(1);
     config::with_prefix(ctx.0, |prefix| keys::parse(name, prefix)).ok_or(CmdError::InvalidKey)
@@ -53,6 +54,7 @@ pub enum Found<'a> {
     Live(&'a mut Session),
 }
 
+#[inline]
 pub fn lookup(key: &Key, now: i64) -> Result<Found<'_>, CmdError> {
     match key.slot() {
         Slot::Empty => Ok(Found::Missing),
@@ -66,6 +68,7 @@ pub fn lookup(key: &Key, now: i64) -> Result<Found<'_>, CmdError> {
 }
 
 /// The live session held by `key`; `Ok(None)` when missing, `REVOKED` when revoked.
+#[inline]
 pub fn open_live(key: &Key, now: i64) -> Result<Option<&mut Session>, CmdError> {
     match lookup(key, now)? {
         Found::Missing => Ok(None),
@@ -75,11 +78,13 @@ pub fn open_live(key: &Key, now: i64) -> Result<Option<&mut Session>, CmdError> 
 }
 
 /// A tenant's settings (module defaults where it has none).
+#[inline]
 pub fn tenant_settings(tenant: &[u8]) -> Settings {
     state::with(|st| st.tenants.get(tenant).copied()).unwrap_or_default()
 }
 
 /// The data limits of a tenant: its MAXDATA over the module's limits.
+#[inline]
 pub fn tenant_limits(tenant: &[u8]) -> Limits {
     tenant_settings(tenant).limits(config::limits())
 }
