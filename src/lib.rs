@@ -56,7 +56,15 @@ macro_rules! command_row {
         }
         let registered = match guard::Caller::$caller {
             guard::Caller::client => register::command($ctx, $name, handler, $flags, $keys),
-            guard::Caller::internal => register::internal_command($ctx, $name, handler, $flags, $keys),
+            guard::Caller::internal => {
+                match register::internal_command($ctx, $name, handler, $flags, $keys) {
+                    Some(hidden) => {
+                        $applied.internal_flag = hidden == register::Hidden::Yes;
+                        true
+                    }
+                    None => false,
+                }
+            }
         };
         if !registered {
             $ctx.log_warning(concat!("session: could not register ", $name));

@@ -46,6 +46,8 @@ pub struct Applied {
     pub categories: bool,
     pub session_category: bool,
     pub cached_time: bool,
+    /// The effect commands carry the `internal` flag (hidden from clients).
+    pub internal_flag: bool,
 }
 
 /// What the server supports, and the `session` category where it can have

@@ -66,9 +66,19 @@ pub fn internal_command(
     handler: CmdFunc,
     flags: &str,
     keys: (c_int, c_int, c_int),
-) -> bool {
-    command(ctx, name, handler, &format!("{flags} internal"), keys)
-        || command(ctx, name, handler, flags, keys)
+) -> Option<Hidden> {
+    if command(ctx, name, handler, &format!("{flags} internal"), keys) {
+        Some(Hidden::Yes)
+    } else {
+        command(ctx, name, handler, flags, keys).then_some(Hidden::No)
+    }
+}
+
+/// Whether the server took the `internal` flag (hides the command from clients).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hidden {
+    Yes,
+    No,
 }
 
 /// Writes signal `WATCH`/tracking themselves (so a read or a suppressed
