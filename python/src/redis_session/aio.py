@@ -354,9 +354,12 @@ class AsyncSessionStore(Generic[D]):
         return kw
 
     def _to_replica(self, req: Single) -> bool:
+        # with a near-cache every read goes to the primary: a replica's lag
+        # could slip a stale value into the cache past its invalidation
         return (
             req.readonly
             and self._opts.read_from_replicas
+            and self._core.cache is None
             and (self._replica is not None or self._cluster)
             and _name(req) not in self._replica_refuses
         )
