@@ -15,7 +15,7 @@ from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 from ._driver import Options, _cmd, error_reply, is_async_cluster, is_transient, unavailable
 from .codecs import Codec, MsgpackCodec
 from .core import StoreCore
-from .errors import SessionError, StoreUnavailable
+from .errors import StoreUnavailable
 from .metrics import Fanout, Hooks, Metrics
 from .module import ModuleBackend
 from .nearcache import NearCache
@@ -273,9 +273,6 @@ class AsyncSessionStore(Generic[D]):
                     req = op.send(reply)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
-        except SessionError as e:
-            outcome = type(e).__name__
-            raise
         except BaseException as e:
             outcome = type(e).__name__
             raise

@@ -13,10 +13,10 @@ import redis
 from redis.client import NEVER_DECODE
 from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 
-from ._driver import Options, _cmd, error_reply, is_sync_cluster, is_transient, pool_kwargs, unavailable
+from ._driver import Options, _cmd, error_reply, is_sync_cluster, is_transient, unavailable
 from .codecs import Codec, MsgpackCodec
 from .core import StoreCore
-from .errors import SessionError, StoreUnavailable
+from .errors import StoreUnavailable
 from .metrics import Fanout, Hooks, Metrics
 from .module import ModuleBackend
 from .nearcache import NearCache
@@ -293,9 +293,6 @@ class SessionStore(Generic[D]):
                     req = op.send(reply)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
-        except SessionError as e:
-            outcome = type(e).__name__
-            raise
         except BaseException as e:
             outcome = type(e).__name__
             raise
@@ -480,17 +477,12 @@ def _make_cache(near_cache: bool | NearCache, policy: OnUnavailable, hooks: Fano
     if near_cache is False:
         return None
     if near_cache is True:
-        return NearCache(keep_on_loss=policy is OnUnavailable.SERVE_CACHED, on_event=hooks.on_cache)
-    assert isinstance(near_cache, NearCache)
-    if near_cache._event is None or getattr(near_cache, "_hooked", False) is False:
-        near_cache._event = hooks.on_cache
-        near_cache._hooked = True  # type: ignore[attr-defined]
+        near_cache = NearCache()
+    if not near_cache.has_listener():
+        near_cache.listen(hooks.on_cache)
     if policy is OnUnavailable.SERVE_CACHED:
         near_cache.keep_on_loss = True
     return near_cache
-
-
-_ = pool_kwargs  # re-exported for tracking
 
 
 def _name(req: Single) -> bytes:
