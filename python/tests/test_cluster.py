@@ -209,11 +209,31 @@ def test_async_cluster(cluster: Any) -> None:
     async def main() -> None:
         nodes = [AClusterNode("127.0.0.1", s.port) for s in cluster.primaries()]
         rc = ARedisCluster(startup_nodes=nodes, socket_timeout=2)
-        store: AsyncSessionStore[Any] = AsyncSessionStore(rc, tenant="acme")
+        store: AsyncSessionStore[Any] = AsyncSessionStore(rc, tenant="acme", near_cache=True)
+        assert await asyncio.to_thread(store._tracker.wait_up, 15)
         sids = [(await store.create(subject="afan", data={"i": i})).sid for i in range(12)]
+        # the near-cache on an asyncio cluster client: filled, then invalidated from elsewhere
+        other = store_on(cluster)
+        for sid in sids[:3]:
+            for _ in range(100):
+                if (g := await store.get(sid)) is not None and g.cached:
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("never cached")
+            other.set(sid, data={"i": -1})
+            for _ in range(500):
+                g = await store.get(sid)
+                if g is not None and g.data["i"] == -1:
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("invalidation never arrived")
+            other.set(sid, data={"i": sids.index(sid)})
+        other.close()
         assert await store.list("afan") == sorted(sids)
         assert await store.count("afan") == 12
-        got = await asyncio.gather(*(store.get(s, touch=True) for s in sids))
+        got = await asyncio.gather(*(store.get(s, touch=True, fresh=True) for s in sids))
         assert [g.data["i"] for g in got if g is not None] == list(range(12))
         assert await store.revoke_all("afan") == 12
         await store.aclose()
