@@ -121,7 +121,7 @@ class StoreCore(Generic[D]):
 
     def _drop(self, key: bytes) -> None:
         if self.cache is not None:
-            self.cache.invalidate(key)
+            self.cache.drop(key)
 
     # -- operations ------------------------------------------------------------------
     def create(

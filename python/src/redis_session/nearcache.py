@@ -141,6 +141,12 @@ class NearCache:
 
     # -- invalidation ------------------------------------------------------------
     def invalidate(self, key: bytes) -> None:
+        """The server says ``key`` changed (counted as an "invalidation")."""
+        self.drop(key)
+        self._event("invalidation", 1)
+
+    def drop(self, key: bytes) -> None:
+        """Forget ``key`` (a write through the store, a miss, a revoke)."""
         with self._lock:
             e = self._entries.pop(key, None)
             if e is not None:
@@ -149,7 +155,6 @@ class NearCache:
             f = self._inflight.get(key)
             if f is not None:
                 f[1] += 1
-        self._event("invalidation", 1)
 
     # -- reads ---------------------------------------------------------------------
     def lookup(self, key: bytes) -> Session[Any] | None:
