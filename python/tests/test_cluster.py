@@ -32,7 +32,9 @@ def cluster(tmp_path_factory: Any) -> Any:
 
 
 def store_on(cluster: Any, **kw: Any) -> SessionStore[Any]:
-    return SessionStore(cluster.client(decode_responses=False, socket_timeout=2), tenant="acme", **kw)
+    # as from_url(cluster=True) builds it: only the store resends
+    rc = cluster.client(decode_responses=False, socket_timeout=2, cluster_error_retry_attempts=0)
+    return SessionStore(rc, tenant="acme", **kw)
 
 
 def test_fanout_merges_and_tenant_settings_reach_every_primary(cluster: Any) -> None:
@@ -161,6 +163,26 @@ def test_reshard_and_failover_during_a_run(cluster: Any) -> None:
     finally:
         store.close()
         cluster.wait_ok(60)
+
+
+def test_from_url_cluster(cluster: Any) -> None:
+    port = cluster.primaries()[0].port
+    store = SessionStore.from_url(f"redis://127.0.0.1:{port}/0", tenant="url", cluster=True)
+    try:
+        assert store._client.cluster_error_retry_attempts == 0
+        sids = {store.create(subject="u").sid for _ in range(9)}
+        assert set(store.list("u")) == sids and store.count() == 9
+
+        async def main() -> None:
+            astore = AsyncSessionStore.from_url(f"redis://127.0.0.1:{port}/0", tenant="url", cluster=True)
+            assert await astore.count("u") == 9
+            assert await astore.revoke_all("u") == 9
+            await astore.aclose()
+
+        asyncio.run(main())
+        assert store.count("u") == 0
+    finally:
+        store.close()
 
 
 def test_read_from_replicas_on_a_cluster(cluster: Any) -> None:

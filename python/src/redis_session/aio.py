@@ -121,11 +121,15 @@ class AsyncSessionStore(Generic[D]):
         if cluster:
             from redis.asyncio.cluster import RedisCluster
 
+            # the store alone decides what is resent: redis-py's own cluster
+            # retries would resend writes that are not safe to repeat
             client: Any = RedisCluster.from_url(
                 url,
                 socket_timeout=socket_timeout,
                 socket_connect_timeout=socket_connect_timeout,
                 max_connections=max_connections,
+                cluster_error_retry_attempts=0,
+                connection_error_retry_attempts=0,
             )
         else:
             pool = aredis.BlockingConnectionPool.from_url(

@@ -127,11 +127,14 @@ class SessionStore(Generic[D]):
         if cluster:
             from redis.cluster import RedisCluster
 
+            # the store alone decides what is resent: redis-py's own cluster
+            # retries would resend writes that are not safe to repeat
             client: Any = RedisCluster.from_url(
                 url,
                 socket_timeout=socket_timeout,
                 socket_connect_timeout=socket_connect_timeout,
                 max_connections=max_connections,
+                cluster_error_retry_attempts=0,
             )
         else:
             pool = redis.BlockingConnectionPool.from_url(
