@@ -39,6 +39,9 @@ from .types import Session, TenantSettings, Ttl
 D = TypeVar("D")
 T = TypeVar("T")
 
+#: execute_command options: bulk strings as bytes, whatever the client decodes
+_RAW: dict[str, Any] = {NEVER_DECODE: True}
+
 __all__ = ["SessionStore"]
 
 
@@ -390,11 +393,17 @@ class SessionStore(Generic[D]):
     def _send(self, req: Single | Pipeline, node: Any, retried: bool) -> Any:
         if isinstance(req, Pipeline):
             return self._send_pipeline(req, retried)
-        client = self._client_for(req)
-        kw = self._target(req, node)
+        if self._cluster:
+            client = self._client
+            kw = self._target(req, node)
+            args = _cmd(req.args) if isinstance(req, Command) else ()
+        else:
+            client = self._client_for(req) if self._opts.read_from_replicas else self._client
+            kw = _RAW
+            args = req.args if isinstance(req, Command) else ()
         try:
             if isinstance(req, Command):
-                return client.execute_command(*_cmd(req.args), **kw)
+                return client.execute_command(*args, **kw)
             try:
                 return client.execute_command("EVALSHA", req.script.sha, len(req.keys), *req.keys, *req.args, **kw)
             except NoScriptError:
