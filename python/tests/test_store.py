@@ -33,6 +33,7 @@ from redis_session import (
     new_sid,
     sid_hash,
 )
+from redis_session.protocol import Command, ErrorReply, FanOut, LuaScript, Pipeline, Retry, Script
 
 
 class Prefs(msgspec.Struct):
@@ -325,3 +326,46 @@ def test_hooks_see_operations_never_sids(server: Any) -> None:
     flat = repr(rec.events) + repr(store.metrics.snapshot())
     assert s.sid not in flat and s.sid[:8] not in flat
     assert sid_hash(s.sid) != s.sid and len(sid_hash(s.sid)) == 8
+
+
+ECHO = LuaScript("echo", "return {KEYS[1], ARGV[1]}")
+FAIL = LuaScript("fail", "return redis.error_reply('CONFLICT 7')")
+ARG = LuaScript("arg", "return ARGV[1]")
+
+
+@pytest.mark.parametrize("aio", [False, True], ids=["sync", "asyncio"])
+def test_driver_runs_scripts_pipelines_and_fanouts(server: Any, aio: bool) -> None:
+    """The request kinds a Lua backend uses, through both drivers: a script
+    not yet loaded (NOSCRIPT, then EVAL), then by sha; scripts in a pipeline;
+    a script fanned out; an error reply from a script as an ErrorReply."""
+
+    def op() -> Any:
+        a = yield Script(ECHO, keys=(b"k1",), args=(b"v1",), retry=Retry.SAFE)
+        b = yield Script(ECHO, keys=(b"k2",), args=(b"v2",))
+        c = yield Pipeline((Script(ECHO, keys=(b"k3",), args=(b"v3",)), Command((b"PING",))))
+        d = yield FanOut(Script(ARG, keys=(), args=(b"all",)))
+        e = yield Script(FAIL, keys=(b"k4",))
+        f = yield Pipeline((Script(FAIL, keys=(b"k5",)),))
+        return a, b, c, d, e, f
+
+    if aio:
+
+        async def main() -> Any:
+            c = aredis.Redis(port=server.port, decode_responses=True)
+            st: AsyncSessionStore[Any] = AsyncSessionStore(c, tenant="acme")
+            try:
+                return await st._run("script", op())
+            finally:
+                await c.aclose()
+
+        redis.Redis(port=server.port).script_flush()
+        a, b, c, d, e, f = asyncio.run(main())
+    else:
+        redis.Redis(port=server.port).script_flush()
+        st: SessionStore[Any] = SessionStore(redis.Redis(port=server.port, decode_responses=True), tenant="acme")
+        a, b, c, d, e, f = st._run("script", op())
+    assert a == [b"k1", b"v1"] and b == [b"k2", b"v2"]
+    assert c[0] == [b"k3", b"v3"] and c[1] in (b"PONG", True, "PONG")
+    assert d == [b"all"]  # one reply per primary: one server here
+    assert isinstance(e, ErrorReply) and e.code == "CONFLICT" and e.rest == "7"
+    assert isinstance(f[0], ErrorReply) and f[0].code == "CONFLICT"
