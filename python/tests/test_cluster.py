@@ -17,6 +17,7 @@ from redis.asyncio.cluster import RedisCluster as ARedisCluster
 from sessionlib import wait_for
 
 from redis_session import AsyncSessionStore, Conflict, Revoked, SessionError, SessionStore, StoreUnavailable
+from redis_session.protocol import FanOut, LuaScript, Retry, Script
 
 pytestmark = pytest.mark.slow
 
@@ -263,3 +264,28 @@ def test_async_cluster(cluster: Any) -> None:
 
     asyncio.run(main())
     _ = redis
+
+
+def test_scripts_on_a_cluster(cluster: Any) -> None:
+    """A Lua backend's requests on a cluster: a keyed script routed by its
+    key (loaded on first use), a keyless one fanned out to every primary."""
+    store = store_on(cluster)
+    arg = LuaScript("arg", "return ARGV[1]")
+    key_echo = LuaScript("kecho", "return KEYS[1]")
+
+    def op() -> Any:
+        keyed = []
+        for i in range(6):
+            k = f"sess:acme:{'k' * 20}{i}".encode()
+            keyed.append((yield Script(key_echo, keys=(k,), retry=Retry.SAFE)))
+        everywhere = yield FanOut(Script(arg, keys=(), args=(b"x",), retry=Retry.SAFE))
+        return keyed, everywhere
+
+    try:
+        for p in cluster.primaries():
+            p.admin().script_flush()
+        keyed, everywhere = store._run("script", op())
+        assert keyed == [f"sess:acme:{'k' * 20}{i}".encode() for i in range(6)]
+        assert everywhere == [b"x", b"x", b"x"]
+    finally:
+        store.close()
