@@ -6,7 +6,10 @@ Rows (one run, side by side, on one redis-server with the module):
   GET of a blob of the same bytes + one msgspec decode; sync on one
   connection, and asyncio with 100 concurrent tasks;
 - a near-cache hit against a network read (store.get), and the hit rate of
-  a bounded near-cache on a Zipf-distributed workload.
+  a bounded near-cache on a Zipf-distributed workload;
+- the module backend against the Lua fallback (the same store API on plain
+  Redis, server-side scripts), same server, same run: read-and-renew, field
+  write, CAS, create — what loading the module buys.
 """
 
 from __future__ import annotations
@@ -243,6 +246,57 @@ def cache_rows(port: int, n: int, sessions: int, zipf_reads: int) -> dict[str, f
     }
 
 
+def backend_rows(port: int, n: int, rounds: int = 5) -> dict[str, dict[str, float]]:
+    """Per-call time of four operations through each backend (sync, one
+    connection). The backends take turns, round by round, so both meet the
+    same load on a shared machine; the best round of each counts."""
+    stores: dict[str, SessionStore[Any]] = {}
+    sids: dict[str, str] = {}
+    version: dict[str, int] = {}
+    for kind in ("module", "lua"):
+        st: SessionStore[Any] = SessionStore(redis.Redis(port=port), tenant="bench", backend=kind)
+        stores[kind] = st
+        sids[kind] = st.create(subject="user42", data=DATA, meta=META).sid
+
+    def op(kind: str, name: str) -> Any:
+        st, sid = stores[kind], sids[kind]
+        if name == "read-and-renew":
+            return lambda: st.get(sid, touch=True)
+        if name == "field write":
+            return lambda: st.set(sid, data={"theme": "light"})
+        if name == "CAS":
+            cur = st.get(sid, nodata=True)
+            version[kind] = cur.version if cur is not None else 0
+
+            def cas() -> None:
+                version[kind] = st.cas(sid, version[kind], DATA) or 0
+
+            return cas
+        return lambda: st.create(subject="user42", data=DATA, meta=META)
+
+    admin: Any = redis.Redis(port=port)
+
+    def server_usec() -> int:
+        st = admin.info("commandstats")
+        skip = ("cmdstat_info", "cmdstat_config")
+        return sum(int(v["usec"]) for k, v in st.items() if not str(k).startswith(skip))
+
+    out: dict[str, dict[str, float]] = {"module": {}, "lua": {}, "module server": {}, "lua server": {}}
+    for name in ("read-and-renew", "field write", "CAS", "create"):
+        for _ in range(rounds):
+            for kind in ("module", "lua"):
+                fn = op(kind, name)
+                fn()
+                admin.config_resetstat()
+                t = per_call(fn, n)
+                srv = server_usec() / (n + 1) / 1e6  # per_call runs fn once more to warm up
+                out[kind][name] = min(out[kind].get(name, t), t)
+                out[kind + " server"][name] = min(out[kind + " server"].get(name, srv), srv)
+    for st in stores.values():
+        st.close()
+    return out
+
+
 def us(x: float) -> str:
     return f"{x * 1e6:,.1f} µs"
 
@@ -260,6 +314,7 @@ def main() -> None:
         sync = sync_rows(srv.port, n)
         asy = async_rows(srv.port, n * 2)
         cache = cache_rows(srv.port, n, 500 if args.smoke else 10_000, 2_000 if args.smoke else 50_000)
+        backends = backend_rows(srv.port, n)
     finally:
         srv.stop()
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -295,10 +350,19 @@ def main() -> None:
     print("|---|---|---:|---|---|")
     for r in rows:
         print(r)
+    print()
+    print("Module backend against the Lua fallback (same store API, same server, sync, 1 connection):")
+    print()
+    print("| operation | module | Lua fallback | ratio | server time, module | server time, Lua | ratio |")
+    print("|---|---:|---:|---|---:|---:|---|")
+    for op in ("read-and-renew", "field write", "CAS", "create"):
+        m, lua = backends["module"][op], backends["lua"][op]
+        ms, ls = backends["module server"][op], backends["lua server"][op]
+        print(f"| {op} | {us(m)} | {us(lua)} | Lua = {lua / m:.2f}× | {us(ms)} | {us(ls)} | Lua = {ls / ms:.2f}× |")
     if not args.smoke:
         Path(args.json).write_text(
             json.dumps({"when": when, "machine": machine, "path": path, "sync": sync, "async": asy, "cache": cache,
-                        "cpu": cpu},
+                        "cpu": cpu, "backends": backends},
                        indent=2)
         )
 

@@ -22,9 +22,11 @@ from redis_session.protocol import FanOut, LuaScript, Retry, Script
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: Any) -> Any:
-    c = Cluster(tmp_path_factory.mktemp("pycluster"), name="py")
+@pytest.fixture(scope="module", params=["module", "lua"])
+def cluster(tmp_path_factory: Any, request: Any) -> Any:
+    # "lua": plain servers, where the store's automatic choice is the fallback
+    c = Cluster(tmp_path_factory.mktemp("pycluster"), name="py", load_module=request.param == "module")
+    c.backend_kind = request.param
     c.start()
     yield c
     for s in c.crashed():
@@ -51,9 +53,10 @@ def test_fanout_merges_and_tenant_settings_reach_every_primary(cluster: Any) -> 
         with pytest.raises(Revoked):
             store.get(sids[1])
         store.configure_tenant(idle=123_000, maxpersubject=50)
-        for p in cluster.primaries():
-            got = p.admin().execute_command("SESSION.TENANT", "GET", "acme")
-            assert dict(zip(got[::2], got[1::2], strict=True))["idle"] == 123_000
+        if cluster.backend_kind == "module":
+            for p in cluster.primaries():
+                got = p.admin().execute_command("SESSION.TENANT", "GET", "acme")
+                assert dict(zip(got[::2], got[1::2], strict=True))["idle"] == 123_000
         ts = store.tenant_settings()
         assert ts is not None and ts.idle == 123_000
         assert store.reset_tenant() is True and store.tenant_settings() is None
@@ -203,12 +206,17 @@ def test_read_from_replicas_on_a_cluster(cluster: Any) -> None:
         sids = [store.create(data={"i": i}).sid for i in range(12)]
         cluster.wait_replicas_synced(30)
 
+        # the module's read, or the fallback's read script run read-only
+        reads = ("session.get",) if cluster.backend_kind == "module" else ("evalsha_ro", "eval_ro")
+
         def replica_gets() -> int:
             n = 0
             for p in cluster.primaries():
                 for r in cluster.replicas_of(p):
-                    st = r.info("commandstats").get("cmdstat_session.get", {})
-                    n += int(st.get("calls", 0)) - int(st.get("failed_calls", 0))
+                    stats = r.info("commandstats")
+                    for cmd in reads:
+                        st = stats.get(f"cmdstat_{cmd}", {})
+                        n += int(st.get("calls", 0)) - int(st.get("failed_calls", 0))
             return n
 
         before = replica_gets()
@@ -289,3 +297,42 @@ def test_scripts_on_a_cluster(cluster: Any) -> None:
         assert everywhere == [b"x", b"x", b"x"]
     finally:
         store.close()
+
+
+def test_concurrency_on_a_cluster(cluster: Any) -> None:
+    """Different fields of one session written at once all stay; one CAS
+    wins each round (the session's key lives on one primary, either backend)."""
+    from test_fallback import run_cas_rounds, run_field_writes
+
+    run_field_writes(lambda: store_on(cluster), n_clients=6, n_writes=15)
+    run_cas_rounds(lambda: store_on(cluster), n_clients=6, rounds=8)
+
+
+def test_migrate_on_a_cluster(cluster: Any) -> None:
+    """`redis-session migrate` through any node converts the fallback's
+    sessions on every primary; without the module it refuses, changing nothing."""
+    from redis_session.fallback import migrate as mig
+
+    fb = store_on(cluster, backend="lua")
+    sids = [fb.create(subject="mover", data={"i": i}, meta={"ip": "1"}).sid for i in range(12)]
+    fb.revoke(sids[0], reason="gone")
+    before = {sid: fb.get(sid) for sid in sids[1:]}
+    rc = cluster.client(decode_responses=False)
+    if cluster.backend_kind != "module":
+        with pytest.raises(mig.MigrationError):
+            mig.migrate(rc)
+        assert fb.list("mover") == sorted(sids[1:])
+        return
+    rep = mig.migrate(rc)
+    assert rep.finished and rep.converted == 12 and rep.tombstones == 1, str(rep)
+    mod = store_on(cluster, backend="module")
+    for sid, s in before.items():
+        assert rc.type(f"sess:acme:{sid}") == b"sessionT1"
+        got = mod.get(sid)
+        assert got is not None and (got.version, got.created, got.last_access, dict(got.data), dict(got.meta)) == (
+            s.version, s.created, s.last_access, dict(s.data), dict(s.meta)  # type: ignore[union-attr]
+        )
+    with pytest.raises(Revoked, match="gone"):
+        mod.get(sids[0])
+    assert mod.list("mover") == sorted(sids[1:])
+    assert rc.exists(b"sess:acme:@subject:mover", b"sess:acme:@fallback") == 0

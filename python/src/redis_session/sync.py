@@ -17,8 +17,8 @@ from ._driver import Options, _cmd, error_reply, is_sync_cluster, is_transient, 
 from .codecs import Codec, MsgpackCodec
 from .core import StoreCore
 from .errors import StoreUnavailable
+from .fallback.auto import make_backend
 from .metrics import Fanout, Hooks, Metrics
-from .module import ModuleBackend
 from .nearcache import NearCache
 from .policy import CircuitBreaker, OnUnavailable, RetryPolicy
 from .protocol import (
@@ -60,7 +60,7 @@ class SessionStore(Generic[D]):
         tenant: str,
         prefix: str = "sess:",
         codec: Codec[D] | None = None,
-        backend: Backend | None = None,
+        backend: Backend | str | None = None,
         near_cache: bool | NearCache = False,
         read_from_replicas: bool = False,
         replica: Any = None,
@@ -91,7 +91,7 @@ class SessionStore(Generic[D]):
             self.metrics.cache_counters = cache.counters
         keys = KeySchema(prefix, tenant)
         self._core: StoreCore[D] = StoreCore(
-            backend or ModuleBackend(),
+            make_backend(backend, prefix=prefix, cluster=self._cluster),
             codec if codec is not None else MsgpackCodec(),  # type: ignore[arg-type]
             keys,
             cache=cache,
@@ -405,9 +405,13 @@ class SessionStore(Generic[D]):
             if isinstance(req, Command):
                 return client.execute_command(*args, **kw)
             try:
-                return client.execute_command("EVALSHA", req.script.sha, len(req.keys), *req.keys, *req.args, **kw)
+                # a replica (a cluster replica above all) runs only commands
+                # flagged read-only: EVALSHA_RO / EVAL_RO (Redis 7.0+)
+                ro = "_RO" if self._to_replica(req) else ""
+                sha, src = req.script.sha, req.script.source
+                return client.execute_command("EVALSHA" + ro, sha, len(req.keys), *req.keys, *req.args, **kw)
             except NoScriptError:
-                return client.execute_command("EVAL", req.script.source, len(req.keys), *req.keys, *req.args, **kw)
+                return client.execute_command("EVAL" + ro, src, len(req.keys), *req.keys, *req.args, **kw)
         except ReadOnlyError:
             if not self._to_replica(req):
                 raise
