@@ -12,7 +12,6 @@ import redis
 import redis.asyncio as aredis
 from sessionlib import replicate, wait_sync
 
-from conftest import module_only, raw_set
 from redis_session import (
     AsyncSessionStore,
     BaseHooks,
@@ -35,6 +34,7 @@ from redis_session import (
     sid_hash,
 )
 from redis_session.protocol import Command, ErrorReply, FanOut, LuaScript, Pipeline, Retry, Script
+from store_helpers import module_only, raw_set
 
 
 class Prefs(msgspec.Struct):
