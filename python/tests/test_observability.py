@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio as aredis
-from sessionlib import wait_for
+from sessionlib import free_port, wait_for
 
 from redis_session import AsyncSessionStore, CircuitBreaker, Conflict, Revoked, SessionStore, StoreUnavailable
 from redis_session.logs import SessionLogging
@@ -293,6 +293,24 @@ def test_spans_one_per_call_with_hashed_sid(server: Any, backend_kind: str) -> N
             store.get(s_sid, fresh=True)
         ((n, a, st),) = span_attrs(exp)
         assert a["redis_session.outcome"] == "StoreUnavailable" and st == StatusCode.ERROR
+    finally:
+        store.close()
+
+
+def test_span_backend_when_the_choice_could_not_be_made() -> None:
+    """A store's first call makes the automatic choice: when it cannot reach
+    Redis the span says ``auto`` (nothing was chosen). Once a call got
+    through, spans name the backend found (test_spans_one_per_call_...)."""
+    tp, exp = spans_exporter()
+    port = free_port()  # nothing listens here yet
+    client = redis.Redis(port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
+    store = SessionTracing(tp).instrument(SessionStore(client, tenant="acme", breaker=False))
+    try:
+        with pytest.raises(StoreUnavailable):
+            store.count()
+        ((_, a, st),) = span_attrs(exp)
+        assert a["redis_session.backend"] == "auto" and st == StatusCode.ERROR
+        assert store.backend.name == "auto"
     finally:
         store.close()
 
