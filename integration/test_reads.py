@@ -133,6 +133,9 @@ def test_replica_answers_reads_and_refuses_touch(make_pair):
     p.execute_command("SESSION.GET", k, "TOUCH")
     res = p.execute(raise_on_error=False)
     assert isinstance(res[1], redis.ResponseError) and code(str(res[1])) == "READONLY"
+    # a script on the replica may read, not touch
+    assert norm_session(rr.eval("return redis.call('SESSION.GET', KEYS[1], 'NODATA')", 1, k))[1]["version"] == 1
+    assert code(err_of(rr.eval, "return redis.call('SESSION.GET', KEYS[1], 'TOUCH')", 1, k)) == "READONLY"
     assert replica.digest() == before == primary.digest()
     # a touch on the primary reaches the replica and the AOF
     la = get(r, k)["last_access"]
