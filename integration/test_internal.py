@@ -173,3 +173,29 @@ def test_migrate_and_restore_still_work(make_server):
              what="the index of the restored and migrated keys")
     assert get(rb, k2)["data"] == {b"cart": b"3"}
     assert cmd(rb, "SESSION.SET", k2, "IFVERSION", 1, "DATA", "cart", "4") == 2
+
+
+def test_import_is_the_operators_way_in(make_pair):
+    """SESSION.IMPORT key <record>: what a migration uses instead of the
+    effect command: a whole record, checked like an RDB value, never over an
+    existing key, replicated; in @admin @dangerous only (like RESTORE)."""
+    primary, replica = make_pair(config={"rdbcompression": "no"})
+    r = primary.client(decode=False)
+    src, dst = new_key(), new_key()
+    assert cmd(r, "SESSION.CREATE", src, "SUBJECT", "u1", "DATA", "a", "1") == 1
+    rec = dump_record(r, src)
+    assert cmd(r, "SESSION.IMPORT", dst, rec) in (b"OK", "OK")
+    assert get(r, dst) == get(r, src)
+    assert sorted(cmd(r, "SESSION.LIST", "acme", "u1")) == sorted([src.encode(), dst.encode()])
+    assert err_of(cmd, r, "SESSION.IMPORT", dst, rec).startswith("EXISTS")
+    assert err_of(cmd, r, "SESSION.IMPORT", new_key(), b"garbage").startswith("ERR")
+    cmd(r, "SET", "plain", "x")
+    assert err_of(cmd, r, "SESSION.IMPORT", "plain", rec).startswith("WRONGTYPE")
+    wait_sync(primary, replica)
+    assert replica.digest() == primary.digest()
+    rr = replica.client(decode=False)
+    assert err_of(cmd, rr, "SESSION.IMPORT", new_key(), rec).startswith("READONLY")
+    cmd(r, "ACL", "SETUSER", "app", "on", ">pw", "~*", "+@read", "+@write", "+@fast", "+@keyspace")
+    app = primary.client(decode=False, username="app", password="pw")
+    assert err_of(cmd, app, "SESSION.IMPORT", new_key(), rec).startswith("NOPERM")
+    replica.wait_aof_rewrite_done()

@@ -32,6 +32,7 @@ macro_rules! command_table {
     (
         keyed { $($kname:literal, $khandler:path, $kflags:literal, $karity:literal, $kinfo:tt;)* }
         keyless { $($name:literal => $handler:path, $flags:literal, $arity:literal, $info:tt;)* }
+        operator { $($oname:literal => [$ohandler:path] $oflags:literal, $oarity:literal, $oinfo:tt;)* }
         internal { $($iname:literal => ($ihandler:path) $iflags:literal, $iarity:literal, $iinfo:tt;)* }
     ) => {
         fn register_commands(ctx: Ctx) -> Status {
@@ -39,6 +40,7 @@ macro_rules! command_table {
             let mut applied = cmdinfo::begin(ctx, warn);
             $(command_row!(ctx, applied, client, $kname, $khandler, $kflags, (1, 1, 1), $karity, $kinfo);)*
             $(command_row!(ctx, applied, client, $name, $handler, $flags, (0, 0, 0), $arity, $info);)*
+            $(command_row!(ctx, applied, client, $oname, $ohandler, $oflags, (1, 1, 1), $oarity, $oinfo);)*
             $(command_row!(ctx, applied, internal, $iname, $ihandler, $iflags, (1, 1, 1), $iarity, $iinfo);)*
             ctx.log_notice(&format!("session: server features in use: {applied:?}"));
             Status::Ok
@@ -107,6 +109,10 @@ command_table! {
         "session.tenant|list" => cmd_tenant::list, "readonly", 2, (c"Tenants with settings.", "read", NONE, false);
         "session.keyring|reload" => cmd_keyring::reload, "admin", 2, (c"Re-reads the key file.", "admin dangerous", ALL_NODES, false);
         "session.keyring|list" => cmd_keyring::list, "readonly admin", 2, (c"Ids of the keys in the key file.", "admin dangerous", NONE, false);
+    }
+    // An operator's whole-value import (like RESTORE: @admin @dangerous).
+    operator {
+        "session.import" => [cmd_internal::import] "admin deny-oom deny-script may-replicate", 3, (c"Imports a whole encoded session (migration).", "admin dangerous", NONE, false);
     }
     // The effects (glue::wire), from the primary's link and the AOF only.
     internal {

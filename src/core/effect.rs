@@ -57,6 +57,8 @@ pub enum Whole {
     Arrived {
         expire: bool,
     },
+    /// A whole encoded value an operator imported (`SESSION.IMPORT`).
+    Imported,
 }
 
 /// The effect of one write on one session key.
@@ -80,6 +82,7 @@ impl<R: Clone> Effect<'_, R> {
             Effect::Whole(Whole::Replaced) | Effect::Fields { .. } => c"session.set",
             Effect::Whole(Whole::Revoked) => c"session.revoke",
             Effect::Whole(Whole::Arrived { .. }) => c"session.apply",
+            Effect::Whole(Whole::Imported) => c"session.import",
             Effect::Renew(_) => c"session.renew",
         }
     }

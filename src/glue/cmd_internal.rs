@@ -1,4 +1,5 @@
-//! The effect commands replicas and the AOF receive (`glue::wire` holds
+//! The effect commands replicas and the AOF receive, and `SESSION.IMPORT`,
+//! the operator's whole-value import. The effect commands replicas and the AOF receive (`glue::wire` holds
 //! their format). Each parses its effect and hands it to the applier, the
 //! same one a client's write takes, so replaying them gives the primary's
 //! value exactly, whenever and wherever they run. They are internal: the
@@ -26,6 +27,30 @@ pub fn apply(ctx: Ctx, args: Args) -> CmdResult {
     }
     let tenant = apply::tenant_of(ctx, args.get(1));
     let e: Effect = Effect::Whole(Whole::Arrived { expire });
+    apply::commit(ctx, &key, args.raw(1), tenant, Value::New(Box::new(session)), &e)?;
+    ctx.reply_simple(c"OK");
+    Ok(())
+}
+
+/// SESSION.IMPORT key record: the operator's way to store a whole encoded
+/// value (the fallback's `redis-session migrate`), checked as strictly as
+/// an RDB value. Not an effect command: clients may send it where the ACL
+/// lets them (`@admin @dangerous`, like `RESTORE`); refused on a read-only
+/// replica and over an existing key.
+pub fn import(ctx: Ctx, args: Args) -> CmdResult {
+    if ctx.is_readonly_replica() {
+        return Err(CmdError::ReadOnly);
+    }
+    let mut session = encoding::decode(args.get(2)).map_err(|e| CmdError::Err(e.to_string()))?;
+    sealing::open_on_arrival(&mut session, args.get(1));
+    let key = Key::open(ctx, args.raw(1), true);
+    match key.slot() {
+        Slot::Empty => {}
+        Slot::Other => return Err(CmdError::WrongType),
+        Slot::Session(_) => return Err(CmdError::Exists),
+    }
+    let tenant = apply::tenant_of(ctx, args.get(1));
+    let e: Effect = Effect::Whole(Whole::Imported);
     apply::commit(ctx, &key, args.raw(1), tenant, Value::New(Box::new(session)), &e)?;
     ctx.reply_simple(c"OK");
     Ok(())

@@ -152,6 +152,12 @@ impl Ctx {
     pub fn is_primary_or_loading(self) -> bool {
         self.flags() & FROM_PRIMARY_OR_LOADING != 0
     }
+
+    /// Whether this server is a read-only replica and the command a client's.
+    pub fn is_readonly_replica(self) -> bool {
+        let f = self.flags();
+        f & READONLY_REPLICA != 0 && f & FROM_PRIMARY_OR_LOADING == 0
+    }
 }
 
 /// Context flags of a command sent by the primary's link or the AOF loader.
