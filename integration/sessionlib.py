@@ -135,6 +135,15 @@ def norm_ttl(reply):
     return names, out
 
 
+def error_code(e):
+    """An error reply's code, its first word (NOPERM, READONLY, CONFLICT, ...).
+
+    Tests of errors the server writes (ACL, replicas, OOM) compare this, not
+    the text after it: Redis 7.2+ and Valkey word NOPERM differently from 7.0.
+    """
+    return str(e).split(" ", 1)[0]
+
+
 def err_of(fn, *args, **kw):
     """Run fn; return the full error string it raised (fails if no error)."""
     try:
