@@ -495,6 +495,15 @@ def wait_sync(primary, replica, timeout=30):
     wait_for(synced, timeout, what="replica offset == primary offset")
 
 
+# An RDB file (or AOF preamble) starts with "REDIS" and a 4-digit version;
+# Valkey 9 writes "VALKEY" and a 3-digit one ("VALKEY080").
+RDB_MAGICS = (b"REDIS", b"VALKEY")
+
+
+def is_rdb(data):
+    return bytes(data[:6]).startswith(RDB_MAGICS)
+
+
 def copy_aof(src_server, dst_dir):
     """Copy a server's AOF directory (manifest + files) into dst_dir."""
     src = src_server.aof_dir()
@@ -540,7 +549,7 @@ def aof_commands(server):
     cmds = []
     for fname, _type, _seq in files:
         raw = (d / fname).read_bytes()
-        if raw.startswith(b"REDIS"):
+        if is_rdb(raw):
             continue  # RDB preamble base file
         cmds.extend(parse_resp_commands(raw))
     return cmds
