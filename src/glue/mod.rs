@@ -6,6 +6,7 @@ pub mod cmd_internal;
 pub mod cmd_keyring;
 pub mod cmd_session;
 pub mod cmd_tenant;
+pub mod cmdinfo;
 pub mod config;
 pub mod datatype;
 pub mod events;
