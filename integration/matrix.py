@@ -18,9 +18,10 @@ and new clones. A server whose tarball (or SHARED/servers) is absent is skipped
 with the reason printed, and does not fail the run. Anything else that goes wrong
 (a build, the pip install, a failing test, pytest collecting nothing) fails it.
 
-Each server runs the whole suite in its own pytest process (REDIS_SERVER points
-the harness at the binary); a table per server and one for all of them close the
-output. `--light` names servers that run the suite without the files in
+Each server runs the whole integration suite (integration/) and the Python
+package's tests (python/tests, which use the same harness), each in its own
+pytest process, with REDIS_SERVER pointing the harness at the binary; a table per
+server and one for all of them close the output. `--light` names servers that run the suite without the files in
 LIGHT_EXCLUDES (see the README, "Supported servers"). Exit status: 0 when every
 server that ran passed, 1 otherwise.
 """
@@ -46,9 +47,13 @@ BUILT = {"redis-7.2.6", "redis-7.4.1", "valkey-8.0.1"}
 LIGHT_EXCLUDES: list[str] = []
 
 
+SUITES = ["integration", "python/tests"]
+
+
 @dataclass
 class Result:
     name: str
+    suite: str = ""
     obtained: str = ""
     binary: str = ""
     version: str = ""
@@ -141,17 +146,18 @@ def read_junit(xml: Path, res: Result) -> None:
 
 
 def run_suite(res: Result, out: Path, module: str, pytest_args: list[str]) -> None:
-    xml = out / f"{res.name}.xml"
-    logfile = out / f"{res.name}.log"
+    tag = f"{res.name}-{res.suite.replace('/', '-')}"
+    xml = out / f"{tag}.xml"
+    logfile = out / f"{tag}.log"
     xml.unlink(missing_ok=True)
     env = dict(os.environ, REDIS_SERVER=res.binary, SESSION_MODULE=module)
     args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--junitxml", str(xml),
-            "-o", f"junit_suite_name={res.name}", str(ROOT / "integration")]
+            "-o", f"junit_suite_name={tag}", res.suite]
     if res.light:
-        args += [f"--deselect={ROOT / 'integration' / f}" if "::" in f else f"--ignore={ROOT / 'integration' / f}"
-                 for f in LIGHT_EXCLUDES]
+        args += [f"--deselect={ROOT / f}" if "::" in f else f"--ignore={ROOT / f}"
+                 for f in LIGHT_EXCLUDES if f.startswith(res.suite + "/")]
     args += pytest_args
-    log(f"{res.name}: REDIS_SERVER={res.binary} pytest integration" + (" (light)" if res.light else ""))
+    log(f"{res.name}: REDIS_SERVER={res.binary} pytest {res.suite}" + (" (light)" if res.light else ""))
     t0 = time.monotonic()
     with open(logfile, "w") as lf:
         p = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -175,21 +181,22 @@ def run_suite(res: Result, out: Path, module: str, pytest_args: list[str]) -> No
 
 
 def table(results: list[Result]) -> str:
-    head = ["server", "binary version", "status", "passed", "failed", "errors", "skipped", "time"]
+    head = ["server", "suite", "binary version", "status", "passed", "failed", "errors", "skipped", "time"]
     rows = []
     for r in results:
         t = f"{int(r.seconds) // 60}m{int(r.seconds) % 60:02d}s" if r.seconds else "-"
         ran = r.status in ("pass", "FAIL") and r.rc is not None
         nums = [str(r.passed), str(r.failed), str(r.errors), str(r.skipped)] if ran else ["-"] * 4
-        rows.append([r.name + (" (light)" if r.light else ""), r.version or "-", r.status, *nums, t])
+        rows.append([r.name, (r.suite or "-") + (" (light)" if r.light else ""), r.version or "-", r.status, *nums, t])
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [head, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     for r in results:
+        who = f"{r.name} {r.suite}" if r.suite else r.name
         if r.reason:
-            lines.append(f"{r.name}: {r.status}: {r.reason}")
+            lines.append(f"{who}: {r.status}: {r.reason}")
         for f in r.failures:
-            lines.append(f"{r.name}: failed: {f}")
+            lines.append(f"{who}: failed: {f}")
     return "\n".join(lines)
 
 
@@ -203,6 +210,8 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "target" / "test-matrix"), help="junit XML and a log per server")
     ap.add_argument("--light", default=os.environ.get("MATRIX_LIGHT", ""),
                     help="servers that run the suite without LIGHT_EXCLUDES")
+    ap.add_argument("--suites", default=os.environ.get("MATRIX_SUITES") or ",".join(SUITES),
+                    help=f"test directories to run on each server (default: {','.join(SUITES)})")
     ap.add_argument("pytest_args", nargs="*", help="passed to pytest (after --)")
     a = ap.parse_args()
 
@@ -218,24 +227,33 @@ def main() -> int:
         log(f"module not built: {module} (make build)")
         return 1
 
+    suites = [x for x in a.suites.replace(",", " ").split() if x]
+    missing = [x for x in suites if not (ROOT / x).is_dir()]
+    if missing:
+        ap.error(f"no such test directory: {', '.join(missing)}")
+
     results: list[Result] = []
     t0 = time.monotonic()
     for name in names:
         res = Result(name, light=name in light)
-        results.append(res)
         try:
             res.binary = obtain(name, shared, cache, res)
             res.version = server_version(res.binary)
         except Unavailable as e:
             res.status, res.reason = "skipped", str(e)
             log(f"{name}: skipped: {e}")
+            results.append(res)
             continue
         except (RuntimeError, OSError, subprocess.SubprocessError) as e:
             res.status, res.reason = "FAIL", str(e)
             log(f"{name}: {e}")
+            results.append(res)
             continue
-        run_suite(res, out, module, a.pytest_args)
-        print(f"\n[matrix] {name} done\n{table([res])}\n", flush=True)
+        mine = [Result(name, suite, res.obtained, res.binary, res.version, light=res.light) for suite in suites]
+        for r in mine:
+            run_suite(r, out, module, a.pytest_args)
+        results += mine
+        print(f"\n[matrix] {name} done\n{table(mine)}\n", flush=True)
 
     total = time.monotonic() - t0
     print(f"\n[matrix] all servers ({int(total) // 60}m{int(total) % 60:02d}s; junit XML and logs in {out})")
