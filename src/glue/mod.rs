@@ -11,6 +11,7 @@ pub mod config;
 pub mod datatype;
 pub mod events;
 pub mod guard;
+pub mod info;
 pub mod parse;
 pub mod rm;
 pub mod sealing;
