@@ -165,6 +165,7 @@ bench-smoke: build deps-redis venv
 
 soak: build deps-redis venv
 	SESSION_MODULE=$(MODULE) SESSION_SOAK=1 $(PY) -m pytest -q integration -m soak $(PYTEST_ARGS)
+	SESSION_MODULE=$(MODULE) SESSION_SOAK=1 $(PY) -m pytest -q python/tests -m soak $(PYTEST_ARGS)
 
 clean:
 	cargo clean
