@@ -55,7 +55,7 @@ run: build deps-redis
 	@echo "  SESSION.TTL sess:acme:Zx3vQ9tLmP0aB7cD8eF1gH"
 	@echo "  SESSION.REVOKE sess:acme:Zx3vQ9tLmP0aB7cD8eF1gH REASON logout"
 	@echo
-	exec redis-server --port $(PORT) --bind 127.0.0.1 --save "" --appendonly no --loadmodule $(MODULE)
+	exec "$${REDIS_SERVER:-redis-server}" --port $(PORT) --bind 127.0.0.1 --save "" --appendonly no --loadmodule $(MODULE)
 
 # --- tests --------------------------------------------------------------------
 # The bench smoke run keeps bench/ from rotting; pytest runs last so its
