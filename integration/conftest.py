@@ -5,11 +5,12 @@ Environment:
   REDIS_SERVER    redis-server binary (default: the one on PATH)
 """
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from sessionlib import MODULE_PATH, FakePrimary, Server, replicate
+from sessionlib import MODULE_PATH, REDIS_SERVER, FakePrimary, Server, replicate
 
 
 DEFAULT_TIMEOUT = 300  # seconds per test, when pytest-timeout is installed
@@ -25,7 +26,11 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_report_header(config):
     exists = "found" if Path(MODULE_PATH).exists() else "MISSING"
-    return [f"session module: {MODULE_PATH} ({exists})"]
+    try:
+        version = subprocess.run([REDIS_SERVER, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+    except OSError as e:
+        version = f"cannot run: {e}"
+    return [f"session module: {MODULE_PATH} ({exists})", f"server: {REDIS_SERVER} ({version})"]
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -135,6 +135,15 @@ def norm_ttl(reply):
     return names, out
 
 
+def error_code(e):
+    """An error reply's code, its first word (NOPERM, READONLY, CONFLICT, ...).
+
+    Tests of errors the server writes (ACL, replicas, OOM) compare this, not
+    the text after it: Redis 7.2+ and Valkey word NOPERM differently from 7.0.
+    """
+    return str(e).split(" ", 1)[0]
+
+
 def err_of(fn, *args, **kw):
     """Run fn; return the full error string it raised (fails if no error)."""
     try:
@@ -486,6 +495,15 @@ def wait_sync(primary, replica, timeout=30):
     wait_for(synced, timeout, what="replica offset == primary offset")
 
 
+# An RDB file (or AOF preamble) starts with "REDIS" and a 4-digit version;
+# Valkey 9 writes "VALKEY" and a 3-digit one ("VALKEY080").
+RDB_MAGICS = (b"REDIS", b"VALKEY")
+
+
+def is_rdb(data):
+    return bytes(data[:6]).startswith(RDB_MAGICS)
+
+
 def copy_aof(src_server, dst_dir):
     """Copy a server's AOF directory (manifest + files) into dst_dir."""
     src = src_server.aof_dir()
@@ -531,7 +549,7 @@ def aof_commands(server):
     cmds = []
     for fname, _type, _seq in files:
         raw = (d / fname).read_bytes()
-        if raw.startswith(b"REDIS"):
+        if is_rdb(raw):
             continue  # RDB preamble base file
         cmds.extend(parse_resp_commands(raw))
     return cmds
