@@ -81,7 +81,7 @@ struct Maglev {
     table: Vec<u32>,
 }
 fn is_prime(n: usize) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
 }
 impl Maglev {
     /// The table size stays fixed as nodes come and go (`per_node` × the

@@ -16,7 +16,8 @@ use redis_module::{raw, redis_module, Context, InfoContext, RedisResult, RedisSt
 
 use glue::config::*;
 use glue::datatype::SESSION_TYPE;
-use glue::{cmd_index, cmd_internal, cmd_keyring, cmd_session, cmd_tenant, events, guard, rm};
+use glue::ring_type::RING_TYPE;
+use glue::{cmd_index, cmd_internal, cmd_keyring, cmd_ring, cmd_session, cmd_tenant, events, guard, rm};
 
 type CmdFunc = extern "C" fn(*mut raw::RedisModuleCtx, *mut *mut raw::RedisModuleString, c_int) -> c_int;
 
@@ -105,6 +106,13 @@ command_table! {
     ["session.apply", cmd_internal::apply, "write deny-oom", 1, 1, 1, -3],
     ["session.applyset", cmd_internal::apply_set, "write deny-oom", 1, 1, 1, -5],
     ["session.applyrenew", cmd_internal::apply_renew, "write fast", 1, 1, 1, 5],
+    ["session.ring.set", cmd_ring::set, "write deny-oom", 1, 1, 1, -5],
+    ["session.ring.node", cmd_ring::node, "write deny-oom fast", 1, 1, 1, -4],
+    ["session.ring.load", cmd_ring::load, "write deny-oom fast", 1, 1, 1, -4],
+    ["session.ring.get", cmd_ring::get, "readonly fast", 1, 1, 1, 2],
+    ["session.route", cmd_ring::route, "readonly fast", 1, 1, 1, -3],
+    ["session.ring.apply", cmd_ring::apply, "write deny-oom", 1, 1, 1, 3],
+    ["session.ring.applyload", cmd_ring::apply_load, "write deny-oom", 1, 1, 1, -5],
 }
 
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {
@@ -115,6 +123,7 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
         return Status::Err;
     }
     rm::set_session_type(*SESSION_TYPE.raw_type.borrow());
+    rm::set_ring_type(*RING_TYPE.raw_type.borrow());
     // Writes signal WATCH/tracking themselves, so that a read or a
     // suppressed touch (which open the key for writing) does not.
     unsafe {
@@ -171,7 +180,7 @@ redis_module! {
     name: "session",
     version: 1,
     allocator: (alloc::ModuleAlloc, alloc::ModuleAlloc),
-    data_types: [SESSION_TYPE],
+    data_types: [SESSION_TYPE, RING_TYPE],
     init: init,
     info: info,
     configurations: [

@@ -439,7 +439,8 @@ impl Ring {
     }
 
     /// SESSION.ROUTE: the node for `id` at `now` (index), or `None` when no
-    /// node is UP.
+    /// node is UP (and no sticky node is kept: a DRAIN node keeps its
+    /// sessions even when nothing else is UP).
     pub fn route(&self, id: &[u8], now: i64, sticky: Option<&[u8]>) -> Option<usize> {
         self.with_bounds(now, |b| {
             if let Some(i) = self.sticky_kept(sticky, b) {
@@ -502,16 +503,14 @@ impl Ring {
 
     /// SESSION.ROUTE ... COUNT k: up to k distinct nodes: the kept sticky
     /// node, then the eligible nodes in preference order, then UP nodes
-    /// skipped for their load. Empty when no node is UP.
+    /// skipped for their load. Empty when no node is UP and no sticky node
+    /// is kept.
     pub fn route_count(&self, id: &[u8], now: i64, sticky: Option<&[u8]>, k: usize) -> Vec<usize> {
         let mut out = Vec::new();
         if k == 0 {
             return out;
         }
         self.with_bounds(now, |b| {
-            if !self.nodes.iter().any(|n| n.state == NodeState::Up) {
-                return;
-            }
             let kept = self.sticky_kept(sticky, b);
             out.extend(kept);
             let order = self.preference(id);
