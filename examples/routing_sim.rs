@@ -158,7 +158,13 @@ fn main() {
     let json = std::env::args().any(|a| a == "--json");
     let n_ids = if smoke { 100_000 } else { 1_000_000 };
     let sizes: &[usize] = if smoke { &[10, 100] } else { &[10, 100, 1000] };
-    let algos = ["rendezvous", "vnodes-160", "vnodes-1000", "maglev-100", "maglev-1000"];
+    let algos = [
+        "rendezvous",
+        "vnodes-160",
+        "vnodes-1000",
+        "maglev-100",
+        "maglev-1000",
+    ];
     let idset = ids(n_ids, 42);
     let mut out: BTreeMap<String, f64> = BTreeMap::new();
     let mut put = |k: String, v: f64| {
@@ -293,7 +299,11 @@ fn zipf_sim(n_ids: usize, n: usize, c: u32) -> ((f64, f64), f64, bool) {
     for (k, id) in idset.iter().enumerate() {
         let w = weight(k);
         max_w = max_w.max(w);
-        let pairs: Vec<(&[u8], u64)> = nm.iter().map(|s| s.as_slice()).zip(loads.iter().copied()).collect();
+        let pairs: Vec<(&[u8], u64)> = nm
+            .iter()
+            .map(|s| s.as_slice())
+            .zip(loads.iter().copied())
+            .collect();
         if ring.set_loads(0, &pairs).is_err() {
             ok = false;
         }
@@ -311,5 +321,9 @@ fn zipf_sim(n_ids: usize, n: usize, c: u32) -> ((f64, f64), f64, bool) {
     let mean = loads.iter().sum::<u64>() as f64 / n as f64;
     let max = *loads.iter().max().unwrap_or(&0) as f64;
     let pmax = *plain.iter().max().unwrap_or(&0) as f64;
-    ((max / mean, c as f64 / 1000.0 + max_w as f64 / mean), pmax / mean, ok)
+    (
+        (max / mean, c as f64 / 1000.0 + max_w as f64 / mean),
+        pmax / mean,
+        ok,
+    )
 }

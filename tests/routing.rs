@@ -19,7 +19,11 @@ fn name(i: usize) -> Vec<u8> {
 
 fn ring_of(weights: &[u32]) -> Ring {
     let names: Vec<Vec<u8>> = (0..weights.len()).map(name).collect();
-    let m: Vec<(&[u8], u32)> = names.iter().map(|n| n.as_slice()).zip(weights.iter().copied()).collect();
+    let m: Vec<(&[u8], u32)> = names
+        .iter()
+        .map(|n| n.as_slice())
+        .zip(weights.iter().copied())
+        .collect();
     Ring::new(1250, 10_000, &m).expect("a valid ring")
 }
 
@@ -239,7 +243,10 @@ fn weights_are_honoured() {
     let (_, counts) = spread(&ring_of(&[1, 2, 4]), 700_000);
     for (c, w) in counts.iter().zip([1.0, 2.0, 4.0]) {
         let share = *c as f64 / 700_000.0;
-        assert!((share / (w / 7.0) - 1.0).abs() <= 0.03, "weight {w}: share {share}");
+        assert!(
+            (share / (w / 7.0) - 1.0).abs() <= 0.03,
+            "weight {w}: share {share}"
+        );
     }
 }
 
@@ -268,7 +275,10 @@ const NOW: i64 = 1_700_000_000_000;
 
 fn vector_ring(case: &Value) -> Ring {
     let nodes = case["nodes"].as_array().expect("nodes");
-    let names: Vec<Vec<u8>> = nodes.iter().map(|n| n["name"].as_str().unwrap().as_bytes().to_vec()).collect();
+    let names: Vec<Vec<u8>> = nodes
+        .iter()
+        .map(|n| n["name"].as_str().unwrap().as_bytes().to_vec())
+        .collect();
     let m: Vec<(&[u8], u32)> = names
         .iter()
         .zip(nodes)
@@ -278,8 +288,12 @@ fn vector_ring(case: &Value) -> Ring {
     let mut r = Ring::new(balance, case["loadttl"].as_i64().unwrap(), &m).unwrap();
     for n in nodes {
         let nm = n["name"].as_str().unwrap().as_bytes();
-        r.set_node(nm, NodeState::parse(n["state"].as_str().unwrap().as_bytes()).unwrap(), None)
-            .unwrap();
+        r.set_node(
+            nm,
+            NodeState::parse(n["state"].as_str().unwrap().as_bytes()).unwrap(),
+            None,
+        )
+        .unwrap();
         if let (Some(l), Some(age)) = (n["load"].as_u64(), n["load_age_ms"].as_i64()) {
             r.set_loads(NOW - age, &[(nm, l)]).unwrap();
         }
@@ -319,7 +333,9 @@ fn vectors_path() -> std::path::PathBuf {
 
 fn node(name: &str, weight: u32, state: &str, load: Option<(u64, i64)>) -> Value {
     match load {
-        Some((l, age)) => json!({"name": name, "weight": weight, "state": state, "load": l, "load_age_ms": age}),
+        Some((l, age)) => {
+            json!({"name": name, "weight": weight, "state": state, "load": l, "load_age_ms": age})
+        }
         None => json!({"name": name, "weight": weight, "state": state, "load": null, "load_age_ms": null}),
     }
 }
@@ -340,16 +356,37 @@ fn vector_cases() -> Vec<Value> {
     .chain((0..24).map(|i| format!("sid-{i:03}-{}", routing::fmix64(i) % 100_000)))
     .collect();
     let q = |sticky: Option<&str>, count: Option<u64>| -> Vec<Value> {
-        sids.iter().map(|id| json!({"id": id, "sticky": sticky, "count": count})).collect()
+        sids.iter()
+            .map(|id| json!({"id": id, "sticky": sticky, "count": count}))
+            .collect()
     };
     let mut cases = Vec::new();
-    let three = vec![node("app-a", 1, "up", None), node("app-b", 1, "up", None), node("app-c", 1, "up", None)];
-    cases.push(json!({"title": "three equal nodes", "balance": "1.25", "loadttl": 10000, "nodes": three,
-        "queries": ([q(None, None), q(None, Some(3)), q(Some("app-b"), None)].concat())}));
-    let weighted = vec![node("w1", 1, "up", None), node("w2", 2, "up", None), node("w4", 4, "up", None), node("w100", 100, "up", None)];
-    cases.push(json!({"title": "weights 1, 2, 4, 100", "balance": "1.25", "loadttl": 10000, "nodes": weighted,
-        "queries": ([q(None, None), q(None, Some(4))].concat())}));
-    let states = vec![node("n1", 10, "up", None), node("n2", 10, "down", None), node("n3", 10, "drain", None), node("n4", 10, "up", None), node("n5", 20, "up", None)];
+    let three = vec![
+        node("app-a", 1, "up", None),
+        node("app-b", 1, "up", None),
+        node("app-c", 1, "up", None),
+    ];
+    cases.push(
+        json!({"title": "three equal nodes", "balance": "1.25", "loadttl": 10000, "nodes": three,
+        "queries": ([q(None, None), q(None, Some(3)), q(Some("app-b"), None)].concat())}),
+    );
+    let weighted = vec![
+        node("w1", 1, "up", None),
+        node("w2", 2, "up", None),
+        node("w4", 4, "up", None),
+        node("w100", 100, "up", None),
+    ];
+    cases.push(
+        json!({"title": "weights 1, 2, 4, 100", "balance": "1.25", "loadttl": 10000, "nodes": weighted,
+        "queries": ([q(None, None), q(None, Some(4))].concat())}),
+    );
+    let states = vec![
+        node("n1", 10, "up", None),
+        node("n2", 10, "down", None),
+        node("n3", 10, "drain", None),
+        node("n4", 10, "up", None),
+        node("n5", 20, "up", None),
+    ];
     cases.push(json!({"title": "down and drain", "balance": "1.25", "loadttl": 10000, "nodes": states,
         "queries": ([q(None, None), q(None, Some(5)), q(Some("n3"), None), q(Some("n2"), Some(2)), q(Some("nope"), None)].concat())}));
     let loaded = vec![
@@ -364,8 +401,10 @@ fn vector_cases() -> Vec<Value> {
     cases.push(json!({"title": "bounded loads: l1 over (100 > 1.25 x 160/5 per weight), l6 drains above the bound, l4's load is stale", "balance": "1.25", "loadttl": 10000, "nodes": loaded,
         "queries": ([q(None, None), q(None, Some(7)), q(Some("l1"), None), q(Some("l6"), None), q(Some("l2"), Some(3))].concat())}));
     let all_down = vec![node("d1", 1, "down", None), node("d2", 1, "drain", None)];
-    cases.push(json!({"title": "no node up", "balance": "2", "loadttl": 1, "nodes": all_down,
-        "queries": ([q(None, None), q(None, Some(2)), q(Some("d2"), None)].concat())}));
+    cases.push(
+        json!({"title": "no node up", "balance": "2", "loadttl": 1, "nodes": all_down,
+        "queries": ([q(None, None), q(None, Some(2)), q(Some("d2"), None)].concat())}),
+    );
     cases
 }
 

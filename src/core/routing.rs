@@ -72,7 +72,9 @@ impl NodeState {
     }
 
     fn from_code(c: u8) -> Option<NodeState> {
-        [NodeState::Up, NodeState::Down, NodeState::Drain].get(c as usize).copied()
+        [NodeState::Up, NodeState::Down, NodeState::Drain]
+            .get(c as usize)
+            .copied()
     }
 }
 
@@ -157,7 +159,10 @@ pub struct Ring {
 
 impl PartialEq for Ring {
     fn eq(&self, o: &Ring) -> bool {
-        self.version == o.version && self.balance == o.balance && self.loadttl == o.loadttl && self.nodes == o.nodes
+        self.version == o.version
+            && self.balance == o.balance
+            && self.loadttl == o.loadttl
+            && self.nodes == o.nodes
     }
 }
 
@@ -308,7 +313,9 @@ impl Ring {
         if weight.is_some_and(|w| w == 0 || w > MAX_WEIGHT) {
             return Err(RingError::BadWeight);
         }
-        let i = self.find(name).ok_or_else(|| RingError::NoSuchNode(name.to_vec()))?;
+        let i = self
+            .find(name)
+            .ok_or_else(|| RingError::NoSuchNode(name.to_vec()))?;
         let Some(n) = self.nodes.get_mut(i) else {
             return Err(RingError::NoSuchNode(name.to_vec()));
         };
@@ -329,7 +336,10 @@ impl Ring {
             if load > MAX_LOAD {
                 return Err(RingError::BadLoad);
             }
-            idx.push(self.find(name).ok_or_else(|| RingError::NoSuchNode(name.to_vec()))?);
+            idx.push(
+                self.find(name)
+                    .ok_or_else(|| RingError::NoSuchNode(name.to_vec()))?,
+            );
         }
         for (i, &(_, load)) in idx.into_iter().zip(loads) {
             if let Some(n) = self.nodes.get_mut(i) {
@@ -571,7 +581,10 @@ impl Ring {
         let balance = r.u32()?;
         let loadttl = r.i64()?;
         let n = r.u32()? as usize;
-        if version == 0 || !(MIN_BALANCE..=MAX_BALANCE).contains(&balance) || !(1..=MAX_LOADTTL).contains(&loadttl) {
+        if version == 0
+            || !(MIN_BALANCE..=MAX_BALANCE).contains(&balance)
+            || !(1..=MAX_LOADTTL).contains(&loadttl)
+        {
             return Err("ring settings out of range".into());
         }
         if n == 0 || n > MAX_NODES || n > buf.len() / 10 {
@@ -710,7 +723,19 @@ mod tests {
         assert_eq!(parse_balance(b"1.25"), Some(1250));
         assert_eq!(parse_balance(b"2"), Some(2000));
         assert_eq!(parse_balance(b"1.001"), Some(1001));
-        for bad in [&b"1"[..], b"1.0", b"0.5", b"1.2345", b"", b".5", b"1.", b"-2", b"x", b"1000.001", b"1e3"] {
+        for bad in [
+            &b"1"[..],
+            b"1.0",
+            b"0.5",
+            b"1.2345",
+            b"",
+            b".5",
+            b"1.",
+            b"-2",
+            b"x",
+            b"1000.001",
+            b"1e3",
+        ] {
             assert_eq!(parse_balance(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
         assert_eq!(format_balance(1250), "1.25");
