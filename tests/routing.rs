@@ -433,9 +433,10 @@ fn generate() -> Value {
         .iter()
         .map(|s| {
             json!({"input": s,
-                "id_hash": format!("{:016x}", routing::id_hash(s.as_bytes())),
-                "node_hash": format!("{:016x}", routing::node_hash(s.as_bytes())),
-                "fmix64": format!("{:016x}", routing::fmix64(routing::id_hash(s.as_bytes())))})
+                "id_hash": format!("{:08x}", routing::id_hash(s.as_bytes())),
+                "node_hash": format!("{:08x}", routing::node_hash(s.as_bytes())),
+                "fmix32_of_id_hash": format!("{:08x}", routing::fmix32(routing::id_hash(s.as_bytes()))),
+                "draw_for_app_a": format!("{:08x}", routing::draw(routing::id_hash(s.as_bytes()), routing::node_hash(b"app-a")))})
         })
         .collect();
     json!({
@@ -473,8 +474,8 @@ fn vectors_match() {
     }
     for h in have["hashes"].as_array().unwrap() {
         let s = h["input"].as_str().unwrap().as_bytes();
-        assert_eq!(h["id_hash"], json!(format!("{:016x}", routing::id_hash(s))));
-        assert_eq!(h["node_hash"], json!(format!("{:016x}", routing::node_hash(s))));
+        assert_eq!(h["id_hash"], json!(format!("{:08x}", routing::id_hash(s))));
+        assert_eq!(h["node_hash"], json!(format!("{:08x}", routing::node_hash(s))));
     }
     assert!(checked > 300);
     assert_eq!(have, want, "the vectors' cases changed: regenerate and review");

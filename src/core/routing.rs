@@ -7,9 +7,10 @@
 //! languages and the figures that chose it over a ring of virtual nodes and a
 //! Maglev table. In short, for an id and a node named `n` of weight `w`:
 //!
-//! - `h = XXH3_64(id, seed ID_SEED)`, `s = XXH3_64(n, seed NODE_SEED)`;
-//! - `v = fmix64(h ^ s) >> 11` (53 bits; `fmix64` is MurmurHash3's finalizer);
-//! - `key = -ln((v + 1) / 2^53) / w` in IEEE-754 doubles;
+//! - `h` = the low 32 bits of `XXH3_64(id, seed ID_SEED)`, `s` = the low
+//!   32 bits of `XXH3_64(n, seed NODE_SEED)`;
+//! - `v = fmix32(h ^ s)` (MurmurHash3's 32-bit finalizer);
+//! - `key = -ln((v + 1) / 2^32) / w` in IEEE-754 doubles;
 //! - the id's preference order sorts the nodes by `key` ascending, then `v`
 //!   descending, then name bytes ascending. It depends only on the id, the
 //!   names and the weights; a node's chance to come first is `w / Σw`.
@@ -139,6 +140,10 @@ struct Bounds {
     any_under: bool,
     /// Per node: may take new ids (UP, and not skipped for its load).
     eligible: Vec<bool>,
+    /// The same in lane order (see `Ring::lanes`), and UP in lane order
+    /// (the fallback when no UP node is under the bound).
+    eligible_lanes: Vec<bool>,
+    up_lanes: Vec<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -149,11 +154,15 @@ pub struct Ring {
     pub loadttl: i64,
     /// Sorted by name, names unique.
     nodes: Vec<Node>,
-    /// Per node, parallel to `nodes`: the name hash and the weight class.
-    seeds: Vec<u64>,
-    class_of: Vec<u32>,
-    /// The distinct weights.
-    classes: Vec<u32>,
+    /// Per node, parallel to `nodes`: the name hash.
+    seeds: Vec<u32>,
+    /// The name hashes laid out by weight class (stable: within a class in
+    /// name order), `lane_node` naming each lane's node; the lookup scans
+    /// each class's lanes with a vectorized kernel.
+    lanes: Vec<u32>,
+    lane_node: Vec<u32>,
+    /// The distinct weights, with each one's range of lanes.
+    classes: Vec<(u32, std::ops::Range<usize>)>,
     bounds: RefCell<Option<Bounds>>,
 }
 
@@ -166,7 +175,18 @@ impl PartialEq for Ring {
     }
 }
 
-/// MurmurHash3's 64-bit finalizer.
+/// MurmurHash3's 32-bit finalizer.
+#[inline(always)]
+pub fn fmix32(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^= h >> 16;
+    h
+}
+
+/// MurmurHash3's 64-bit finalizer (the tests' and simulation's generator).
 #[inline(always)]
 pub fn fmix64(mut k: u64) -> u64 {
     k ^= k >> 33;
@@ -177,23 +197,26 @@ pub fn fmix64(mut k: u64) -> u64 {
     k
 }
 
-pub fn id_hash(id: &[u8]) -> u64 {
-    xxh3_64_with_seed(id, ID_SEED)
+/// The id's hash: the low 32 bits of XXH3-64 with seed [`ID_SEED`].
+pub fn id_hash(id: &[u8]) -> u32 {
+    xxh3_64_with_seed(id, ID_SEED) as u32
 }
 
-pub fn node_hash(name: &[u8]) -> u64 {
-    xxh3_64_with_seed(name, NODE_SEED)
+/// A node name's hash: the low 32 bits of XXH3-64 with seed [`NODE_SEED`].
+pub fn node_hash(name: &[u8]) -> u32 {
+    xxh3_64_with_seed(name, NODE_SEED) as u32
 }
 
-/// The 53-bit draw of node `seed` for id hash `h`.
+/// The draw of node `seed` for id hash `h`. 32 bits, so that the lookup
+/// runs eight nodes to a vector instruction.
 #[inline(always)]
-fn draw(h: u64, seed: u64) -> u64 {
-    fmix64(h ^ seed) >> 11
+pub fn draw(h: u32, seed: u32) -> u32 {
+    fmix32(h ^ seed)
 }
 
 /// The rendezvous key of a draw at a weight: smaller comes first.
-pub fn key(v: u64, weight: u32) -> f64 {
-    let x = (v + 1) as f64 / (1u64 << 53) as f64;
+pub fn key(v: u32, weight: u32) -> f64 {
+    let x = (v as f64 + 1.0) / 4_294_967_296.0;
     -x.ln() / weight as f64
 }
 
@@ -202,7 +225,7 @@ pub fn key(v: u64, weight: u32) -> f64 {
 #[derive(Clone, Copy, Debug)]
 struct Rank {
     key: f64,
-    v: u64,
+    v: u32,
     i: usize,
 }
 
@@ -225,7 +248,8 @@ impl Ring {
             loadttl,
             nodes: Vec::new(),
             seeds: Vec::new(),
-            class_of: Vec::new(),
+            lanes: Vec::new(),
+            lane_node: Vec::new(),
             classes: Vec::new(),
             bounds: RefCell::new(None),
         };
@@ -276,15 +300,21 @@ impl Ring {
     /// Recomputes what follows from the node list.
     fn rebuild(&mut self) {
         self.seeds = self.nodes.iter().map(|n| node_hash(&n.name)).collect();
-        let mut classes: Vec<u32> = self.nodes.iter().map(|n| n.weight).collect();
-        classes.sort_unstable();
-        classes.dedup();
-        self.class_of = self
-            .nodes
+        let mut order: Vec<usize> = (0..self.nodes.len()).collect();
+        order.sort_by_key(|&i| (self.nodes.get(i).map_or(0, |n| n.weight), i));
+        self.lanes = order
             .iter()
-            .map(|n| classes.binary_search(&n.weight).unwrap_or(0) as u32)
+            .map(|&i| self.seeds.get(i).copied().unwrap_or(0))
             .collect();
-        self.classes = classes;
+        self.lane_node = order.iter().map(|&i| i as u32).collect();
+        self.classes.clear();
+        for (lane, &i) in order.iter().enumerate() {
+            let w = self.nodes.get(i).map_or(0, |n| n.weight);
+            match self.classes.last_mut() {
+                Some((cw, range)) if *cw == w => range.end = lane + 1,
+                _ => self.classes.push((w, lane..lane + 1)),
+            }
+        }
         self.bounds.replace(None);
     }
 
@@ -388,11 +418,20 @@ impl Ring {
             .zip(&over)
             .map(|(node, &o)| node.state == NodeState::Up && !(o && any_under))
             .collect();
+        let lane = |v: &Vec<bool>| -> Vec<bool> {
+            self.lane_node
+                .iter()
+                .map(|&i| v.get(i as usize).copied().unwrap_or(false))
+                .collect()
+        };
+        let up: Vec<bool> = self.nodes.iter().map(|n| n.state == NodeState::Up).collect();
         Bounds {
             computed_at: now,
             valid_until,
             over,
             any_under,
+            eligible_lanes: lane(&eligible),
+            up_lanes: lane(&up),
             eligible,
         }
     }
@@ -417,7 +456,7 @@ impl Ring {
         self.with_bounds(now, |b| b.any_under && b.over.get(i).copied().unwrap_or(false))
     }
 
-    fn rank(&self, h: u64, i: usize) -> Rank {
+    fn rank(&self, h: u32, i: usize) -> Rank {
         let v = draw(h, self.seeds.get(i).copied().unwrap_or(0));
         let w = self.nodes.get(i).map_or(1, |n| n.weight);
         Rank { key: key(v, w), v, i }
@@ -456,56 +495,36 @@ impl Ring {
             if let Some(i) = self.sticky_kept(sticky, b) {
                 return Some(i);
             }
-            self.first_eligible(id_hash(id), &b.eligible).or_else(|| {
-                // No UP node under the bound: the rule skips nothing.
-                let up: Vec<bool> = self.nodes.iter().map(|n| n.state == NodeState::Up).collect();
-                self.first_eligible(id_hash(id), &up)
-            })
+            let h = id_hash(id);
+            // No UP node under the bound: the rule skips nothing.
+            self.first_eligible(h, &b.eligible_lanes)
+                .or_else(|| self.first_eligible(h, &b.up_lanes))
         })
     }
 
-    /// The first node of `h`'s preference order among `eligible` ones.
-    fn first_eligible(&self, h: u64, eligible: &[bool]) -> Option<usize> {
-        if self.classes.len() == 1 {
-            // One weight: the largest draw wins, ties to the smaller name
-            // (the earlier index), exactly as the full order says. Draws
-            // are kept plus one, so 0 means "none yet" and the loop has no
-            // branch but the compare.
-            let (mut best, mut at) = (0u64, usize::MAX);
-            for (i, (&s, &ok)) in self.seeds.iter().zip(eligible).enumerate() {
-                let v = (draw(h, s) + 1) * u64::from(ok);
-                if v > best {
-                    best = v;
-                    at = i;
-                }
-            }
-            return (best > 0).then_some(at);
-        }
-        // Several weights: the largest draw of each weight class, then the
-        // keys of those few.
-        let mut best: Vec<Option<(u64, usize)>> = vec![None; self.classes.len()];
-        for (i, ((&s, &ok), &c)) in self.seeds.iter().zip(eligible).zip(&self.class_of).enumerate() {
-            if !ok {
-                continue;
-            }
-            let v = draw(h, s);
-            if let Some(slot) = best.get_mut(c as usize) {
-                if slot.is_none_or(|(bv, _)| v > bv) {
-                    *slot = Some((v, i));
-                }
-            }
-        }
+    /// The first node of `h`'s preference order among the eligible lanes:
+    /// the largest draw of each weight class (ties to the smaller name),
+    /// then, with several classes, the smallest key among those.
+    fn first_eligible(&self, h: u32, eligible: &[bool]) -> Option<usize> {
         let mut winner: Option<Rank> = None;
-        for (c, b) in best.iter().enumerate() {
-            if let (Some((v, i)), Some(&w)) = (b, self.classes.get(c)) {
-                let r = Rank {
-                    key: key(*v, w),
-                    v: *v,
-                    i: *i,
-                };
-                if winner.as_ref().is_none_or(|best| before(&r, best)) {
-                    winner = Some(r);
-                }
+        for (w, range) in &self.classes {
+            let (Some(seeds), Some(ok)) = (self.lanes.get(range.clone()), eligible.get(range.clone())) else {
+                continue;
+            };
+            let Some((v, lane)) = kernel::first_max(h, seeds, ok) else {
+                continue;
+            };
+            let Some(&i) = self.lane_node.get(range.start + lane) else {
+                continue;
+            };
+            let r = Rank {
+                // One class: its winner is the answer, no key needed.
+                key: if self.classes.len() == 1 { 0.0 } else { key(v, *w) },
+                v,
+                i: i as usize,
+            };
+            if winner.as_ref().is_none_or(|best| before(&r, best)) {
+                winner = Some(r);
             }
         }
         winner.map(|r| r.i)
@@ -633,7 +652,8 @@ impl Ring {
             loadttl,
             nodes,
             seeds: Vec::new(),
-            class_of: Vec::new(),
+            lanes: Vec::new(),
+            lane_node: Vec::new(),
             classes: Vec::new(),
             bounds: RefCell::new(None),
         };
@@ -648,8 +668,77 @@ impl Ring {
                 .iter()
                 .map(|n| std::mem::size_of::<Node>() + n.name.capacity() + 8 + 4)
                 .sum::<usize>()
-            + self.classes.capacity() * 4
-            + self.bounds.borrow().as_ref().map_or(0, |b| b.over.capacity() * 2)
+            + self.lanes.capacity() * 8
+            + self.classes.capacity() * std::mem::size_of::<(u32, std::ops::Range<usize>)>()
+            + self.bounds.borrow().as_ref().map_or(0, |b| b.over.capacity() * 4)
+    }
+}
+
+/// The lookup's inner loop: the largest 53-bit draw over a run of nodes and
+/// the first lane holding it. Written as plain loops over fixed-size chunks
+/// (draws into a buffer, then a max, then a search) so that the compiler
+/// vectorizes them; compiled again for AVX2 and AVX-512 and picked at run
+/// time, the same arithmetic on every path.
+mod kernel {
+    use super::draw;
+
+    const CHUNK: usize = 64;
+
+    #[inline(always)]
+    fn scan(h: u32, seeds: &[u32], ok: &[bool]) -> Option<(u32, usize)> {
+        let mut best: Option<(u32, usize)> = None;
+        for (c, (s, e)) in seeds.chunks(CHUNK).zip(ok.chunks(CHUNK)).enumerate() {
+            let mut buf = [0u32; CHUNK];
+            // Draws, 0 for a lane that may not be chosen.
+            for ((b, &s), &e) in buf.iter_mut().zip(s).zip(e) {
+                *b = draw(h, s) & u32::from(e).wrapping_neg();
+            }
+            let m = buf.iter().copied().max().unwrap_or(0);
+            if best.is_some_and(|(bv, _)| m <= bv) {
+                continue;
+            }
+            // The first lane holding the max; a max of 0 may be an
+            // eligible lane's draw of 0 or no eligible lane at all.
+            let at = buf.iter().zip(e).position(|(&b, &e)| b == m && e);
+            if let Some(at) = at {
+                best = Some((m, c * CHUNK + at));
+            }
+        }
+        best
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512vl")]
+    fn scan_avx512(h: u32, seeds: &[u32], ok: &[bool]) -> Option<(u32, usize)> {
+        scan(h, seeds, ok)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn scan_avx2(h: u32, seeds: &[u32], ok: &[bool]) -> Option<(u32, usize)> {
+        scan(h, seeds, ok)
+    }
+
+    pub fn first_max(h: u32, seeds: &[u32], ok: &[bool]) -> Option<(u32, usize)> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+            {
+                // SAFETY: the CPU has the features the function was built for.
+                return unsafe { scan_avx512(h, seeds, ok) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: as above.
+                return unsafe { scan_avx2(h, seeds, ok) };
+            }
+        }
+        scan(h, seeds, ok)
+    }
+
+    #[cfg(test)]
+    pub fn first_max_portable(h: u32, seeds: &[u32], ok: &[bool]) -> Option<(u32, usize)> {
+        scan(h, seeds, ok)
     }
 }
 
@@ -758,6 +847,32 @@ mod tests {
         let mut long = e.clone();
         long.push(0);
         assert!(Ring::decode(&long).is_err());
+    }
+
+    #[test]
+    fn every_kernel_agrees() {
+        let seeds: Vec<u32> = (0..300u64).map(|i| fmix64(i + 17) as u32).collect();
+        for n in [0usize, 1, 5, 63, 64, 65, 300] {
+            for h in 0..200u32 {
+                let ok: Vec<bool> = (0..n).map(|i| (i as u32 * 7 + h) % 5 != 0).collect();
+                let want = (0..n)
+                    .filter(|&i| ok[i])
+                    .map(|i| (draw(h, seeds[i]), std::cmp::Reverse(i)))
+                    .max()
+                    .map(|(v, std::cmp::Reverse(i))| (v, i));
+                assert_eq!(kernel::first_max(h, &seeds[..n], &ok), want);
+                assert_eq!(kernel::first_max_portable(h, &seeds[..n], &ok), want);
+            }
+        }
+    }
+
+    #[test]
+    fn a_draw_of_zero_still_wins() {
+        // fmix32 is a bijection: the seed that draws 0 for h = 5.
+        let zero = (0..=u32::MAX).find(|&s| draw(5, s) == 0).unwrap();
+        assert_eq!(kernel::first_max(5, &[zero], &[true]), Some((0, 0)));
+        assert_eq!(kernel::first_max(5, &[zero, zero], &[false, true]), Some((0, 1)));
+        assert_eq!(kernel::first_max(5, &[zero], &[false]), None);
     }
 
     #[test]
