@@ -854,7 +854,7 @@ mod tests {
         let seeds: Vec<u32> = (0..300u64).map(|i| fmix64(i + 17) as u32).collect();
         for n in [0usize, 1, 5, 63, 64, 65, 300] {
             for h in 0..200u32 {
-                let ok: Vec<bool> = (0..n).map(|i| (i as u32 * 7 + h) % 5 != 0).collect();
+                let ok: Vec<bool> = (0..n).map(|i| !(i as u32 * 7 + h).is_multiple_of(5)).collect();
                 let want = (0..n)
                     .filter(|&i| ok[i])
                     .map(|i| (draw(h, seeds[i]), std::cmp::Reverse(i)))
