@@ -8,7 +8,7 @@ APT := DEBIAN_FRONTEND=noninteractive apt-get
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: all build run test test-rust test-py lint bench bench-smoke soak deps-build deps-redis venv clean
+.PHONY: all build run test test-rust test-py test-python bench-python lint bench bench-smoke soak deps-build deps-redis venv clean
 
 all: build
 
@@ -29,10 +29,11 @@ deps-redis:
 		$(SUDO) $(APT) install -y -qq --no-install-recommends redis-server redis-tools; \
 	fi
 
-$(VENV)/.ok: integration/requirements.txt
+$(VENV)/.ok: integration/requirements.txt python/pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r integration/requirements.txt
+	$(VENV)/bin/pip install -q -e './python[test,lint]'
 	@touch $@
 
 venv: $(VENV)/.ok
@@ -62,6 +63,7 @@ test: build deps-redis venv
 	cargo test --release
 	$(MAKE) --no-print-directory bench-smoke
 	SESSION_MODULE=$(MODULE) $(PY) -m pytest -q integration $(PYTEST_ARGS)
+	SESSION_MODULE=$(MODULE) $(PY) -m pytest -q python/tests $(PYTEST_ARGS)
 
 test-rust: build deps-redis
 	cargo test --release
@@ -69,9 +71,17 @@ test-rust: build deps-redis
 test-py: build deps-redis venv
 	SESSION_MODULE=$(MODULE) $(PY) -m pytest -q integration $(PYTEST_ARGS)
 
-lint:
+lint: venv
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --release -- -D warnings
+	cd python && $(VENV)/bin/ruff check src tests bench && $(VENV)/bin/mypy --strict src
+
+# --- the Python package (python/) ---------------------------------------------
+test-python: build deps-redis venv
+	SESSION_MODULE=$(MODULE) $(PY) -m pytest -q python/tests $(PYTEST_ARGS)
+
+bench-python: build deps-redis venv
+	SESSION_MODULE=$(MODULE) $(PY) python/bench/bench.py
 
 # --- performance and soak (not part of `make test`) ---------------------------
 bench: build deps-redis venv

@@ -65,6 +65,7 @@ PIPELINES = (1, 16)
 SESS_PREFIX = f"sess:{TENANT}:"
 STR_PREFIX = f"str:{TENANT}:"
 HASH_PREFIX = f"hash:{TENANT}:"
+PK_PREFIX = f"pk:{TENANT}:"  # strings the size of a PACKED reply
 BLOB_PREFIX = f"blob:{TENANT}:"
 
 # -------------------------------------------------------------- CPU pinning
@@ -477,6 +478,19 @@ def gen_str600(shape: Shape, n: int, prefix: str = STR_PREFIX):
         yield resp(["SET", key(prefix, i), shape.str600(i), "PX", str(IDLE_MS)])
 
 
+def packed_size(m: "Server", n: int, sample: int = 64) -> int:
+    """Mean length of `SESSION.GET key TOUCH PACKED` over a sample of the
+    population: the size of the plain strings PACKED is measured against."""
+    step = max(1, n // sample)
+    sizes = [len(m.r.execute_command("SESSION.GET", key(SESS_PREFIX, i), "PACKED")) for i in range(0, n, step)]
+    return round(statistics.mean(sizes))
+
+
+def gen_strn(shape: Shape, n: int, size: int, prefix: str = PK_PREFIX):
+    for i in range(n):
+        yield resp(["SET", key(prefix, i), (shape.str600(i) * (size // 600 + 1))[:size], "PX", str(IDLE_MS)])
+
+
 def gen_hashes(shape: Shape, n: int, prefix: str):
     for i in range(n):
         k = key(prefix, i)
@@ -777,6 +791,7 @@ def phase_reads(rows: Rows, m: Server, p: Server, cfg, sealed: Server | None = N
     rr_sha = p.r.script_load(LUA_READ_RENEW)
     n = cfg.keys
     sk, tk, hk = rand_key(SESS_PREFIX), rand_key(STR_PREFIX), rand_key(HASH_PREFIX)
+    pk = rand_key(PK_PREFIX)
     has_touch_res = True
     try:
         m.r.config_get("session.touch-resolution")["session.touch-resolution"]
@@ -797,9 +812,13 @@ def phase_reads(rows: Rows, m: Server, p: Server, cfg, sealed: Server | None = N
         ("SESSION.GET (no TOUCH)", m, ["SESSION.GET", sk], None),
         (FLOOR, m, ["CEILING.GET", sk], None),
         (FLOOR_NARROW, m, ["CEILING.GET", sk, "FIELDS1"], None),
+        (PACKED, m, ["SESSION.GET", sk, "TOUCH", "PACKED"], None),
+        (GET_PK, p, ["GET", pk], None),
+        (GETEX_PK, p, ["GETEX", pk, "PX", str(IDLE_MS)], None),
     ]
     if has_touch_res:
         variants.append(("SESSION.GET TOUCH, touch-resolution 0", m, ["SESSION.GET", sk, "TOUCH"], ("0", "1000")))
+        variants.append((PACKED_TR0, m, ["SESSION.GET", sk, "TOUCH", "PACKED"], ("0", "1000")))
     if sealed is not None:
         variants.append(("SESSION.GET TOUCH, sealed", sealed, ["SESSION.GET", sk, "TOUCH"], None))
     sizes: dict[tuple[str, int], int] = {}
@@ -1024,6 +1043,10 @@ PY_FLOOR = "SET PX (JSON blob), redis-py"
 # The narrow read with only the named values in the reply (VALUES, beyond
 # the contract's map): what the 0.75 target asks of a narrow read.
 NARROW_VALUES = f"SESSION.GET TOUCH FIELDS 1 {NARROW_FIELD} VALUES"
+PACKED = "SESSION.GET TOUCH PACKED"
+PACKED_TR0 = "SESSION.GET TOUCH PACKED, touch-resolution 0"
+GET_PK = "GET (string of the PACKED reply's size)"
+GETEX_PK = "GETEX PX (string of the PACKED reply's size)"
 
 COMPARISONS = [
     ("SESSION.GET TOUCH", "GET (600 B string)", 16, 0.5, ">=", "read-and-renew vs the ceiling"),
@@ -1046,10 +1069,18 @@ COMPARISONS = [
     (NARROW_VALUES, "GET (600 B string)", 1, None, ">=", ""),
     (NARROW_VALUES, f"SESSION.GET TOUCH FIELDS 1 {NARROW_FIELD}", 16, None, ">=", "VALUES vs the contract's map"),
     ("SESSION.GET TOUCH, sealed", "SESSION.GET TOUCH", 16, 0.85, ">=", "sealing on vs off (keyfile)"),
+    (PACKED, GET_PK, 16, 0.8, ">=", "PACKED vs GET of a string that size"),
+    (PACKED, GET_PK, 1, None, ">=", ""),
+    (PACKED, "SESSION.GET TOUCH", 16, 1.4, ">=", "PACKED vs the map reply"),
+    (PACKED, "SESSION.GET TOUCH", 1, None, ">=", ""),
+    (PACKED_TR0, GETEX_PK, 16, 0.9, ">=", "renewing path: every read renews"),
+    ("SESSION.GET TOUCH, touch-resolution 0", GETEX_PK, 16, None, ">=", "renewing path, map reply"),
+    (GETEX_PK, GET_PK, 16, None, ">=", "Redis's own renewal against its read"),
     ("SESSION.SET IFVERSION", "Lua CAS (hash)", 16, 3.0, ">=", "compare-and-set"),
     ("SESSION.SET IFVERSION", "Lua CAS (hash)", 1, None, ">=", ""),
     (WRITE_FLOOR, "Lua CAS (hash)", 16, None, ">=", "floor: plain Redis's cheapest whole-session write"),
-    ("SESSION.SET IFVERSION", WRITE_FLOOR, 16, None, ">=", "share of that write reached"),
+    ("SESSION.SET IFVERSION", WRITE_FLOOR, 16, 1.0, ">=", "CAS vs a blind SET of the whole session"),
+    ("SESSION.SET IFVERSION", WRITE_FLOOR, 1, None, ">=", ""),
     ("SESSION.SET IFVERSION, redis-py", "WATCH/MULTI/EXEC (hash), redis-py", 1, 5.0, ">=",
      "same redis-py client pool on both sides"),
     (PY_FLOOR, "WATCH/MULTI/EXEC (hash), redis-py", 1, None, ">=", "floor: plain SET from the same pool"),
@@ -1269,6 +1300,10 @@ def main() -> int:
             if "writes" in phases:
                 populate(p, gen_blobs(shape, n, BLOB_PREFIX), n, "JSON blobs")
             if "reads" in phases:
+                size = packed_size(m, n)
+                res["config"]["packed_reply_bytes"] = size
+                log(f"populating {n:,} strings of {size} bytes (the PACKED reply's mean size) ...")
+                populate(p, gen_strn(shape, n, size), n, "packed-size strings")
                 # the same sessions on a third server that seals data at rest
                 keyfile = workdir / "bench.keys"
                 keyfile.write_text("bench1:" + os.urandom(32).hex() + "\n")

@@ -177,8 +177,8 @@ def test_replica_reconnect_partial_resync(make_pair):
 
 
 def test_replica_serves_reads_and_refuses_writes(make_pair):
-    """TTL, LIST and COUNT are read-only and run on a replica; GET may renew
-    (TOUCH), so like GETEX it is a write command and goes to the primary."""
+    """TTL, LIST, COUNT and GET are read-only and run on a replica; GET ...
+    TOUCH renews, so the replica refuses it like a write (test_reads.py)."""
     primary, replica = make_pair(module_args=TR0)
     r = primary.client()
     k = new_key()
@@ -186,8 +186,9 @@ def test_replica_serves_reads_and_refuses_writes(make_pair):
     wait_sync(primary, replica)
     rr = replica.client()
     assert cmd(rr, "SESSION.TTL", k) is not None
+    assert cmd(rr, "SESSION.GET", k, "NODATA") is not None
     for args in (["SESSION.CREATE", new_key()], ["SESSION.SET", k, "DATA", "b", "2"], ["SESSION.CAS", k, 1],
-                 ["SESSION.REVOKE", k], ["SESSION.RENEW", k], ["SESSION.GET", k, "NODATA"]):
+                 ["SESSION.REVOKE", k], ["SESSION.RENEW", k], ["SESSION.GET", k, "TOUCH"]):
         with pytest.raises(redis.ResponseError) as ei:
             cmd(rr, *args)
         assert str(ei.value).startswith("READONLY"), (args, str(ei.value))

@@ -87,7 +87,7 @@ macro_rules! command_table {
 
 command_table! {
     ["session.create", cmd_session::create, "write deny-oom", 1, 1, 1, -2],
-    ["session.get", cmd_session::get, "write fast", 1, 1, 1, -2],
+    ["session.get", cmd_session::get, "readonly fast may-replicate", 1, 1, 1, -2],
     ["session.renew", cmd_session::renew, "write fast", 1, 1, 1, -2],
     ["session.set", cmd_session::set, "write deny-oom", 1, 1, 1, -3],
     ["session.cas", cmd_session::cas, "write deny-oom", 1, 1, 1, -3],
@@ -102,7 +102,7 @@ command_table! {
     ["session.tenant|del", cmd_tenant::del, "write", 0, 0, 0, 3],
     ["session.tenant|list", cmd_tenant::list, "readonly", 0, 0, 0, 2],
     ["session.keyring|reload", cmd_keyring::reload, "admin", 0, 0, 0, 2],
-    ["session.keyring|list", cmd_keyring::list, "admin", 0, 0, 0, 2],
+    ["session.keyring|list", cmd_keyring::list, "readonly admin", 0, 0, 0, 2],
     ["session.apply", cmd_internal::apply, "write deny-oom", 1, 1, 1, -3],
     ["session.applyset", cmd_internal::apply_set, "write deny-oom", 1, 1, 1, -5],
     ["session.applyrenew", cmd_internal::apply_renew, "write fast", 1, 1, 1, 5],
@@ -146,6 +146,8 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     if register_commands(ctx) == Status::Err {
         return Status::Err;
     }
+    let applied = glue::cmdinfo::apply(rm::Ctx(ctx.ctx), |m| ctx.log_warning(m));
+    ctx.log_notice(&format!("session: server features in use: {applied:?}"));
     if !events::subscribe(rm::Ctx(ctx.ctx)) {
         ctx.log_warning("session: could not subscribe to server and keyspace events");
         return Status::Err;

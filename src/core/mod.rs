@@ -5,6 +5,7 @@ pub mod encoding;
 pub mod flatmap;
 pub mod index;
 pub mod keys;
+pub mod packed;
 pub mod routing;
 pub mod seal;
 pub mod session;

@@ -18,7 +18,12 @@ use crate::core::stats::Counter;
 pub enum Write<'a> {
     Create,
     /// A renewal: only last access, idle timeout and version moved.
-    Renew,
+    /// `visible` when a reader sees more than the deadlines move (the
+    /// version, or a session in grace back to active): only then are
+    /// `WATCH` and client-side caches told.
+    Renew {
+        visible: bool,
+    },
     /// A write of the whole data map (CAS).
     Set,
     /// A field-level SESSION.SET; its options as the client sent them, less
@@ -32,7 +37,7 @@ impl Write<'_> {
     fn event(self) -> &'static CStr {
         match self {
             Write::Create => c"session.create",
-            Write::Renew => c"session.renew",
+            Write::Renew { .. } => c"session.renew",
             Write::Set | Write::Fields(_) => c"session.set",
             Write::Revoke => c"session.revoke",
         }
@@ -103,15 +108,21 @@ impl Before {
 pub fn commit(ctx: Ctx, key: &Key, name: RStr, tenant: &[u8], s: &Session, w: Write, before: Option<Before>) {
     key.set_abs_expire(s.end_of_life());
     match w {
-        Write::Renew => ctx.replicate_renew(name, s),
+        Write::Renew { .. } => ctx.replicate_renew(name, s),
         Write::Fields(rest) if !rest.is_empty() && !sealing::seals_outgoing() => {
             ctx.replicate_fields(name, s.version, rest)
         }
         _ => sealing::with_outgoing(s, super::rm::bytes(name), |v| ctx.replicate_apply(name, v)),
     }
-    ctx.signal_modified(name);
+    // Key modified for WATCH and client-side caching only when a reader can
+    // see it: a renewal that moves the deadlines alone keeps a near-cache's
+    // copy (the module runs with NO_IMPLICIT_SIGNAL_MODIFIED, and
+    // RedisModule_SetAbsExpire signals nothing).
+    if w != (Write::Renew { visible: false }) {
+        ctx.signal_modified(name);
+    }
     ctx.notify(w.event(), name);
-    if w == Write::Renew {
+    if matches!(w, Write::Renew { .. }) {
         return;
     }
     let db = ctx.db();

@@ -112,11 +112,19 @@ pub fn apply_renew(ctx: Ctx, args: Args) -> CmdResult {
         Slot::Other => return Err(CmdError::WrongType),
         Slot::Empty => ctx.reply_int(0),
         Slot::Session(s) => {
+            // What the primary's renewal showed its readers: a new version,
+            // or a session in grace back to active (the renewal's time, now
+            // last_access, at or past the old idle deadline). Only that is
+            // signalled, as on the primary (`Write::Renew`).
+            let visible = version != s.version
+                || (!s.flags.contains(Flags::REVOKED) && last_access >= s.idle_deadline());
             s.last_access = last_access;
             s.idle = idle;
             s.version = version;
             key.set_abs_expire(s.end_of_life());
-            ctx.signal_modified(args.raw(1));
+            if visible {
+                ctx.signal_modified(args.raw(1));
+            }
             ctx.notify(c"session.renew", args.raw(1));
             ctx.replicate_verbatim();
             ctx.reply_int(1);

@@ -2,6 +2,8 @@
 //! Each parses its arguments, opens the key once, calls a transition of
 //! `core::session` and hands the result to `apply::commit`.
 
+use redis_module::raw;
+
 use super::apply::{commit, Before, Write};
 use super::cmd_index::{live_sessions, revoke_by_name};
 use super::config;
@@ -140,12 +142,13 @@ enum DataView {
     None,
 }
 
-/// SESSION.GET key [TOUCH] [FIELDS n field ...] [NODATA] [VALUES]
+/// SESSION.GET key [TOUCH] [FIELDS n field ...] [NODATA] [VALUES] [PACKED]
 pub fn get(ctx: Ctx, args: Args) -> CmdResult {
     let k = check_key(ctx, &args)?;
     let tenant = k.tenant;
     let mut touch = false;
     let mut values = false;
+    let mut packed = false;
     let mut view = None;
     let mut i = 2;
     while i < args.len() {
@@ -155,6 +158,9 @@ pub fn get(ctx: Ctx, args: Args) -> CmdResult {
             i += 1;
         } else if is(opt, "VALUES") && !values {
             values = true;
+            i += 1;
+        } else if is(opt, "PACKED") && !packed {
+            packed = true;
             i += 1;
         } else if is(opt, "NODATA") {
             once(&mut view, DataView::None)?;
@@ -167,9 +173,13 @@ pub fn get(ctx: Ctx, args: Args) -> CmdResult {
             return Err(CmdError::Syntax);
         }
     }
-    // VALUES answers the named fields alone: it needs FIELDS.
-    if values && !matches!(view, Some(DataView::Fields(_))) {
+    // VALUES answers the named fields alone: it needs FIELDS, and is
+    // already the smallest reply (PACKED with it is refused).
+    if values && (packed || !matches!(view, Some(DataView::Fields(_)))) {
         return Err(CmdError::Syntax);
+    }
+    if touch {
+        touch_allowed(ctx, args.raw(1))?;
     }
     let now = rm::now_ms();
     let key = Key::open(ctx, args.raw(1), touch);
@@ -214,17 +224,91 @@ pub fn get(ctx: Ctx, args: Args) -> CmdResult {
         }
     }
     state::with(|st| st.stats.bump_all(tenant, &counted[..n], true));
-    if renewal.is_some_and(|r| r.applied) {
-        commit(ctx, &key, args.raw(1), tenant, s, Write::Renew, None);
+    if let Some(r) = renewal.filter(|r| r.applied) {
+        // Only a session in grace coming back shows a reader more than new
+        // deadlines (the version does not move on a touch).
+        let w = Write::Renew { visible: r.revived };
+        commit(ctx, &key, args.raw(1), tenant, s, w, None);
     }
     let data = opened.as_ref().unwrap_or(&s.data);
     match view {
         DataView::Fields(range) if values => reply_values(ctx, &args, range, data),
+        _ if packed => reply_packed(ctx, s, now, &args, &view, data),
         _ => reply_session(ctx, s, now, &args, &view, data),
     }
     Ok(())
 }
 
+/// A touch writes, so it is refused whole where a write is not allowed: on
+/// a read-only replica (`READONLY`), and for a user whose ACL key patterns
+/// do not let it write the key (`NOPERM`; `%R~` patterns let a user read
+/// but not renew). `SESSION.GET` is a `readonly` command, so Redis checked
+/// only read access before calling it.
+fn touch_allowed(ctx: Ctx, key: rm::RStr) -> Result<(), CmdError> {
+    let flags = ctx.flags();
+    let from_primary_or_loading = raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING;
+    if flags & from_primary_or_loading != 0 {
+        return Ok(());
+    }
+    if flags & raw::REDISMODULE_CTX_FLAGS_READONLY != 0 {
+        return Err(CmdError::ReadOnly);
+    }
+    if !ctx.acl_allows_arg(key, raw::REDISMODULE_CMD_KEY_UPDATE) {
+        return Err(CmdError::NoPermWrite);
+    }
+    Ok(())
+}
+
+/// The requested data fields that the session has, each once, in the
+/// order asked.
+fn wanted<'a>(
+    args: &Args<'a>,
+    range: std::ops::Range<usize>,
+    data: &'a FlatMap,
+) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone + 'a {
+    let args = *args;
+    range.clone().enumerate().filter_map(move |(n, j)| {
+        let f = args.get(j);
+        let first = !range.clone().take(n).any(|i| args.get(i) == f);
+        data.get(f).filter(|_| first).map(|v| (f, v))
+    })
+}
+
+thread_local! {
+    /// The buffer PACKED replies are written into, kept between commands
+    /// (Redis runs commands on one thread).
+    static PACKED_BUF: std::cell::RefCell<crate::core::packed::Writer> =
+        std::cell::RefCell::new(crate::core::packed::Writer::new());
+}
+
+/// Largest buffer kept between PACKED replies.
+const PACKED_KEEP: usize = 64 * 1024;
+
+/// `PACKED`: the session map as one MessagePack bulk string (README,
+/// "Packed replies"), written into one reused buffer and handed to Redis
+/// with one reply call.
+fn reply_packed(ctx: Ctx, s: &Session, now: i64, args: &Args, view: &DataView, data: &FlatMap) {
+    PACKED_BUF.with(|cell| {
+        let Ok(mut w) = cell.try_borrow_mut() else {
+            ctx.reply_error("ERR internal error");
+            return;
+        };
+        w.reset(PACKED_KEEP);
+        let state = s.state(now);
+        match view {
+            DataView::None => w.session(s, state, None::<(usize, std::iter::Empty<_>)>),
+            DataView::All => {
+                w.reserve(crate::core::packed::Writer::size_hint(s) + data.payload_bytes() + 10 * data.len());
+                w.session(s, state, Some((data.len(), data.iter())))
+            }
+            DataView::Fields(range) => {
+                let it = wanted(args, range.clone(), data);
+                w.session(s, state, Some((it.clone().count(), it)))
+            }
+        }
+        ctx.reply_bulk(w.bytes());
+    })
+}
 /// `GET ... FIELDS n f ... VALUES`: the value of each named field in the
 /// order asked, nil where the session has no such field (the shape of HMGET).
 fn reply_values(ctx: Ctx, args: &Args, range: std::ops::Range<usize>, data: &FlatMap) {
@@ -279,18 +363,9 @@ fn reply_session(ctx: Ctx, s: &Session, now: i64, args: &Args, view: &DataView, 
         DataView::Fields(range) => {
             // A field asked for twice is answered once; the length goes
             // first, so the reply stays one contiguous buffer.
-            let wanted = || {
-                range
-                    .clone()
-                    .map(|j| args.get(j))
-                    .enumerate()
-                    .filter_map(|(n, f)| {
-                        let first = !range.clone().take(n).any(|j| args.get(j) == f);
-                        data.get(f).filter(|_| first).map(|v| (f, v))
-                    })
-            };
+            let it = wanted(args, range.clone(), data);
             ctx.reply_bulk(b"data");
-            reply_pairs(ctx, wanted().count(), wanted());
+            reply_pairs(ctx, it.clone().count(), it);
         }
     }
 }
@@ -318,7 +393,12 @@ pub fn renew(ctx: Ctx, args: Args) -> CmdResult {
         }
     });
     if r.applied {
-        commit(ctx, &key, args.raw(1), tenant, s, Write::Renew, None);
+        // A new idle timeout moves the version; a session in grace comes
+        // back to active: both are news to a reader.
+        let w = Write::Renew {
+            visible: r.revived || idle.is_some(),
+        };
+        commit(ctx, &key, args.raw(1), tenant, s, w, None);
     }
     ctx.reply_int(s.ms_to_idle_deadline(now));
     Ok(())

@@ -24,6 +24,10 @@ pub enum CmdError {
     Revoked(Vec<u8>),
     Limit(String),
     NoPerm(String),
+    /// `TOUCH` by a user whose ACL does not allow writing the key.
+    NoPermWrite,
+    /// `TOUCH` on a read-only replica.
+    ReadOnly,
     Sealed(String),
     Err(String),
 }
@@ -43,6 +47,13 @@ impl CmdError {
             CmdError::Sealed(what) => format!("SEALED {what}"),
             CmdError::NoPerm(tenant) => {
                 format!("NOPERM this user has no permissions to access tenant '{tenant}'")
+            }
+            CmdError::NoPermWrite => {
+                "NOPERM this user has no permissions to write the key (TOUCH renews the session)".into()
+            }
+            CmdError::ReadOnly => {
+                "READONLY You can't write against a read only replica (TOUCH renews the session; read without TOUCH here)"
+                    .into()
             }
             CmdError::Err(msg) => format!("ERR {msg}"),
         }

@@ -7,6 +7,7 @@ pub mod cmd_keyring;
 pub mod cmd_ring;
 pub mod cmd_session;
 pub mod cmd_tenant;
+pub mod cmdinfo;
 pub mod config;
 pub mod datatype;
 pub mod events;

@@ -107,10 +107,18 @@ fn session_type() -> *mut raw::RedisModuleType {
     SESSION_TYPE.load(Ordering::Relaxed)
 }
 
-/// The current time in ms, read once per command. (Redis 7.0 has no cached
-/// command time for modules; `RedisModule_CachedMicroseconds` is 7.2+.)
+/// The current time in ms, read once per command. Where the server has
+/// `RedisModule_CachedMicroseconds` (Redis 7.2+, Valkey 8+) it is the time
+/// Redis took when the command (or the script or MULTI around it) started,
+/// the same instant Redis's own key expiry uses, so the module and Redis
+/// agree on what has expired. Redis 7.0 has no cached command time for
+/// modules: there it is the clock now.
 pub fn now_ms() -> i64 {
-    unsafe { api!(RedisModule_Milliseconds)() }
+    // SAFETY: a pointer set by Redis at load, or None on servers without it.
+    match unsafe { raw::RedisModule_CachedMicroseconds } {
+        Some(cached) => (unsafe { cached() }) / 1000,
+        None => unsafe { api!(RedisModule_Milliseconds)() },
+    }
 }
 
 /// The bytes of a module string.
@@ -191,6 +199,23 @@ impl Key {
 
     pub fn set_abs_expire(&self, at_ms: i64) {
         unsafe { api!(RedisModule_SetAbsExpire)(self.ptr, at_ms) };
+    }
+}
+
+/// A key name for an ACL check: one the module made, or an argument.
+pub trait KeyArg {
+    fn ptr(&self) -> RStr;
+}
+
+impl KeyArg for RStr {
+    fn ptr(&self) -> RStr {
+        *self
+    }
+}
+
+impl KeyArg for OwnedStr {
+    fn ptr(&self) -> RStr {
+        self.ptr
     }
 }
 
@@ -351,10 +376,25 @@ impl Ctx {
         (unsafe { api!(RedisModule_SelectDb)(self.0, db as c_int) }) == raw::REDISMODULE_OK as c_int
     }
 
+    /// `RedisModule_GetContextFlags`: what kind of server and client this
+    /// command runs on (`REDISMODULE_CTX_FLAGS_*`).
+    pub fn flags(self) -> u32 {
+        (unsafe { api!(RedisModule_GetContextFlags)(self.0) }) as u32
+    }
+
     /// Whether the calling user's ACL key patterns allow `key` for `flags`
     /// (`REDISMODULE_CMD_KEY_*`). Contexts without a user (replication, AOF)
     /// are allowed.
     pub fn acl_allows(self, key: &[u8], flags: u32) -> bool {
+        self.acl_allows_with(flags, |ctx| OwnedStr::new(ctx, key))
+    }
+
+    /// [`Ctx::acl_allows`] for a key the command was given (no copy).
+    pub fn acl_allows_arg(self, key: RStr, flags: u32) -> bool {
+        self.acl_allows_with(flags, |_| key)
+    }
+
+    fn acl_allows_with<K: KeyArg>(self, flags: u32, key: impl FnOnce(Ctx) -> K) -> bool {
         // Redis 7.0 crashes in GetCurrentUserName for clients without a user
         // (the primary's link, the AOF loader): their commands were checked
         // where they were first run.
@@ -373,8 +413,8 @@ impl Ctx {
             if user.is_null() {
                 return false;
             }
-            let probe = OwnedStr::new(self, key);
-            let rc = api!(RedisModule_ACLCheckKeyPermissions)(user, probe.ptr, flags as c_int);
+            let probe = key(self);
+            let rc = api!(RedisModule_ACLCheckKeyPermissions)(user, probe.ptr(), flags as c_int);
             api!(RedisModule_FreeModuleUser)(user);
             rc == raw::REDISMODULE_OK as c_int
         }

@@ -1,0 +1,241 @@
+"""make bench-python: the package's read path against what stores do today.
+
+Rows (one run, side by side, on one redis-server with the module):
+- store.get(sid, touch=True) against redis-py reading the same session as a
+  hash (HGETALL + PEXPIRE in a pipeline, values msgspec-decoded) and against
+  GET of a blob of the same bytes + one msgspec decode; sync on one
+  connection, and asyncio with 100 concurrent tasks;
+- a near-cache hit against a network read (store.get), and the hit rate of
+  a bounded near-cache on a Zipf-distributed workload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import redis
+import redis.asyncio as aredis
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "integration"))
+from sessionlib import Server  # noqa: E402
+
+from redis_session import AsyncSessionStore, NearCache, SessionStore  # noqa: E402
+
+DATA = {
+    "user_id": 4242,
+    "cart": list(range(40)),
+    "theme": "dark",
+    "csrf": "x" * 43,
+    "flash": ["Saved.", "Welcome back"],
+    "prefs": {"lang": "en", "tz": "Europe/Paris", "beta": True, "notes": "y" * 200},
+}
+META = {"ip": "10.0.0.7", "ua": "Mozilla/5.0 (X11; Linux x86_64)"}
+
+
+def per_call(fn: Any, n: int) -> float:
+    fn()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t0) / n
+
+
+def best(fn: Any, n: int, rounds: int = 3) -> float:
+    return min(per_call(fn, n) for _ in range(rounds))
+
+
+def setup_keys(r: redis.Redis, store: SessionStore[Any]) -> tuple[str, bytes, bytes]:
+    s = store.create(subject="user42", data=DATA, meta=META, idle=1_800_000)
+    enc = {k.encode(): msgspec.msgpack.encode(v) for k, v in DATA.items()}
+    hkey = b"hsess:" + s.sid.encode()
+    header = {
+        b"subject": b"user42",
+        b"created": str(s.created).encode(),
+        b"version": b"1",
+        b"last_access": str(s.last_access).encode(),
+        b"idle": b"1800000",
+        b"meta:ip": META["ip"].encode(),
+        b"meta:ua": META["ua"].encode(),
+    }
+    r.hset(hkey, mapping={**header, **{b"d:" + k: v for k, v in enc.items()}})
+    bkey = b"bsess:" + s.sid.encode()
+    r.set(bkey, msgspec.msgpack.encode({"header": {k.decode(): v for k, v in header.items()}, "data": DATA}))
+    return s.sid, hkey, bkey
+
+
+def sync_rows(port: int, n: int) -> dict[str, float]:
+    r = redis.Redis(port=port)
+    store: SessionStore[Any] = SessionStore(r, tenant="bench")
+    sid, hkey, bkey = setup_keys(r, store)
+    dec = msgspec.msgpack.Decoder()
+    pipe_r = redis.Redis(port=port)
+
+    def hash_read() -> Any:
+        p = pipe_r.pipeline(transaction=False)
+        p.hgetall(hkey)
+        p.pexpire(hkey, 1_800_000)
+        h, _ = p.execute()
+        return {k: dec.decode(v) for k, v in h.items() if k.startswith(b"d:")}
+
+    def blob_read() -> Any:
+        return dec.decode(r.get(bkey))
+
+    out = {
+        "store.get touch": best(lambda: store.get(sid, touch=True), n),
+        "HGETALL+PEXPIRE pipeline": best(hash_read, n),
+        "GET blob + msgspec": best(blob_read, n),
+        "packed": 1.0 if store.backend.packed else 0.0,  # type: ignore[attr-defined]
+    }
+    r.close()
+    pipe_r.close()
+    return out
+
+
+def async_rows(port: int, n: int, tasks: int = 100) -> dict[str, float]:
+    async def main() -> dict[str, float]:
+        pool = aredis.BlockingConnectionPool(port=port, max_connections=tasks)
+        r = aredis.Redis(connection_pool=pool)
+        sync_store: SessionStore[Any] = SessionStore(redis.Redis(port=port), tenant="bench")
+        sid, hkey, bkey = setup_keys(redis.Redis(port=port), sync_store)
+        store: AsyncSessionStore[Any] = AsyncSessionStore(r, tenant="bench")
+        dec = msgspec.msgpack.Decoder()
+
+        async def store_get() -> Any:
+            return await store.get(sid, touch=True)
+
+        async def hash_read() -> Any:
+            p = r.pipeline(transaction=False)
+            p.hgetall(hkey)
+            p.pexpire(hkey, 1_800_000)
+            h, _ = await p.execute()
+            return {k: dec.decode(v) for k, v in h.items() if k.startswith(b"d:")}
+
+        async def blob_read() -> Any:
+            return dec.decode(await r.get(bkey))
+
+        async def run(fn: Any) -> float:
+            per = n // tasks
+
+            async def worker() -> None:
+                for _ in range(per):
+                    await fn()
+
+            await asyncio.gather(*(worker() for _ in range(tasks)))  # warm
+            t0 = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(tasks)))
+            return (time.perf_counter() - t0) / (per * tasks)
+
+        out = {}
+        for name, fn in (
+            ("store.get touch", store_get),
+            ("HGETALL+PEXPIRE pipeline", hash_read),
+            ("GET blob + msgspec", blob_read),
+        ):
+            out[name] = min([await run(fn) for _ in range(3)])
+        await store.aclose()
+        await r.aclose()
+        return out
+
+    return asyncio.run(main())
+
+
+def cache_rows(port: int, n: int, sessions: int, zipf_reads: int) -> dict[str, float]:
+    cache = NearCache(max_entries=max(10, sessions // 10))
+    store: SessionStore[Any] = SessionStore(redis.Redis(port=port), tenant="bench", near_cache=cache)
+    assert store._tracker.wait_up(10)
+    s = store.create(data=DATA, meta=META)
+    store.get(s.sid)
+    hit = best(lambda: store.get(s.sid), n * 10)
+    net = best(lambda: store.get(s.sid, fresh=True), n)
+    hit_touch = best(lambda: store.get(s.sid, touch=True), n * 10)
+    # Zipf (s = 1.1) over `sessions` sessions, cache holding a tenth of them
+    sids = [store.create(data={"i": i}).sid for i in range(sessions)]
+    weights = [1.0 / (i + 1) ** 1.1 for i in range(sessions)]
+    rnd = random.Random(7)
+    draws = rnd.choices(range(sessions), weights=weights, k=zipf_reads)
+    snap0 = dict(store.metrics.snapshot()["cache"])  # type: ignore[arg-type]
+    for i in draws:
+        store.get(sids[i], touch=True)
+    snap1 = store.metrics.snapshot()["cache"]
+    hits = snap1.get("hits", 0) - snap0.get("hits", 0)  # type: ignore[attr-defined]
+    store.close()
+    return {
+        "near-cache hit": hit,
+        "near-cache hit, touch": hit_touch,
+        "network read (store.get)": net,
+        "zipf hit rate": hits / zipf_reads,
+        "zipf sessions": float(sessions),
+        "zipf cache entries": float(cache.max_entries),
+    }
+
+
+def us(x: float) -> str:
+    return f"{x * 1e6:,.1f} µs"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--smoke", action="store_true", help="tiny run (keeps the bench from rotting)")
+    ap.add_argument("--json", default=str(ROOT / "python" / "bench" / "results.json"))
+    args = ap.parse_args()
+    n = 200 if args.smoke else 5000
+    d = tempfile.mkdtemp(prefix="pybench")
+    srv = Server(d, name="bench").start()
+    try:
+        sync = sync_rows(srv.port, n)
+        asy = async_rows(srv.port, n * 2)
+        cache = cache_rows(srv.port, n, 500 if args.smoke else 10_000, 2_000 if args.smoke else 50_000)
+    finally:
+        srv.stop()
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    machine = f"{os.cpu_count()}-core {cpu}, Python {platform.python_version()}, redis-py {redis.__version__}"
+    path = "PACKED" if sync["packed"] else "map reply (module without PACKED)"
+    rows = []
+    for mode, res in (("sync, 1 connection", sync), ("asyncio, 100 tasks", asy)):
+        g, h, b = res["store.get touch"], res["HGETALL+PEXPIRE pipeline"], res["GET blob + msgspec"]
+        rows.append(f"| {mode} | store.get(touch=True) | {us(g)} | | |")
+        rows.append(f"| {mode} | HGETALL + PEXPIRE pipeline | {us(h)} | {h / g:.2f}× slower than store.get | ≥ 2× |")
+        rows.append(f"| {mode} | GET blob + msgspec decode | {us(b)} | store.get = {g / b:.2f}× its time | ≤ 1.25× |")
+    speedup = cache["network read (store.get)"] / cache["near-cache hit"]
+    rows.append(f"| sync | near-cache hit (store.get) | {us(cache['near-cache hit'])} | "
+                f"{speedup:.0f}× faster than a network read | ≥ 100× |")
+    rows.append(f"| sync | near-cache hit with touch (renewal queued) | {us(cache['near-cache hit, touch'])} | | |")
+    rows.append(f"| sync | network read (store.get, fresh=True) | {us(cache['network read (store.get)'])} | | |")
+    rows.append(f"| sync | Zipf(1.1) hit rate, {int(cache['zipf sessions'])} sessions, "
+                f"cache of {int(cache['zipf cache entries'])} | {cache['zipf hit rate'] * 100:.1f} % | | |")
+    print(f"make bench-python — {when}; {machine}; read path: {path}" + (" (smoke)" if args.smoke else ""))
+    print()
+    print("| mode | row | per call | ratio | target |")
+    print("|---|---|---:|---|---|")
+    for r in rows:
+        print(r)
+    if not args.smoke:
+        Path(args.json).write_text(
+            json.dumps({"when": when, "machine": machine, "path": path, "sync": sync, "async": asy, "cache": cache},
+                       indent=2)
+        )
+
+
+if __name__ == "__main__":
+    main()
