@@ -213,6 +213,14 @@ def test_events_acl_flags_and_tracking(server):
     assert err_of(u.execute_command, "SESSION.ROUTE", "other:web", "x").startswith("NOPERM")
     assert err_of(u.execute_command, "SESSION.RING.GET", "other:web").startswith("NOPERM")
 
+    # a read-only key pattern (%R~) admits the reads and refuses the writes
+    r.execute_command("ACL", "SETUSER", "reader", "on", ">pw", "%R~ring:*", "+session.route", "+session.ring.get",
+                      "+session.ring.load")
+    ro = server.client(username="reader", password="pw")
+    assert to_str(ro.execute_command("SESSION.ROUTE", "ring:web", "x")) in ("a", "b")
+    assert ring_get(ro, "ring:web")["version"] >= 1
+    assert err_of(ro.execute_command, "SESSION.RING.LOAD", "ring:web", "b", 1).startswith("NOPERM")
+
     # client-side caching: RING.GET is tracked, every ring write invalidates
     # (RESP2 REDIRECT to a connection subscribed to __redis__:invalidate)
     sub = server.raw()
