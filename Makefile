@@ -8,7 +8,7 @@ APT := DEBIAN_FRONTEND=noninteractive apt-get
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: all build run test test-rust test-py test-python bench-python lint bench bench-smoke soak deps-build deps-redis venv clean
+.PHONY: all build run test test-rust test-py test-python bench-python lint bench bench-smoke soak deps-build deps-redis deps-haproxy venv clean
 
 all: build
 
@@ -27,6 +27,14 @@ deps-redis:
 	@if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null || ! command -v redis-benchmark >/dev/null; then \
 		$(MAKE) --no-print-directory .apt-updated && \
 		$(SUDO) $(APT) install -y -qq --no-install-recommends redis-server redis-tools; \
+	fi
+
+# Debian's haproxy 2.6, for the routing test in front of a fleet
+# (integration/test_haproxy.py; skipped with a message where it is missing).
+deps-haproxy:
+	@if ! command -v haproxy >/dev/null && ! [ -x /usr/sbin/haproxy ]; then \
+		$(MAKE) --no-print-directory .apt-updated && \
+		$(SUDO) $(APT) install -y -qq --no-install-recommends haproxy || echo "haproxy could not be installed: test_haproxy.py will be skipped"; \
 	fi
 
 $(VENV)/.ok: integration/requirements.txt python/pyproject.toml
@@ -59,7 +67,7 @@ run: build deps-redis
 # --- tests --------------------------------------------------------------------
 # The bench smoke run keeps bench/ from rotting; pytest runs last so its
 # summary closes the output.
-test: build deps-redis venv
+test: build deps-redis deps-haproxy venv
 	cargo test --release
 	$(MAKE) --no-print-directory bench-smoke
 	SESSION_MODULE=$(MODULE) $(PY) -m pytest -q integration $(PYTEST_ARGS)
