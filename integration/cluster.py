@@ -79,8 +79,9 @@ class ClusterError(AssertionError):
 class Cluster:
     """N primaries with R replicas each, on loopback, module loaded on all."""
 
-    def __init__(self, root, primaries=3, replicas=1, module_args=None, config=None, name="cl"):
+    def __init__(self, root, primaries=3, replicas=1, module_args=None, config=None, name="cl", load_module=True):
         self.root = Path(root)
+        self.load_module = load_module  # False: plain servers (the Python package's Lua fallback)
         self.n_primaries = primaries
         self.n_replicas = replicas
         self.module_args = dict(module_args or {})
@@ -94,7 +95,8 @@ class Cluster:
         for attempt in range(4):
             # The bus port is chosen explicitly: port + 10000 may be above 65535.
             cfg = dict(self.config, **{"cluster-port": free_port()})
-            s = Server(d, module_args=self.module_args, config=cfg, name=f"{self.name}{i}")
+            s = Server(d, module_args=self.module_args, config=cfg, name=f"{self.name}{i}",
+                       load_module=self.load_module)
             try:
                 s.start()
                 return s

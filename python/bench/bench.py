@@ -6,7 +6,10 @@ Rows (one run, side by side, on one redis-server with the module):
   GET of a blob of the same bytes + one msgspec decode; sync on one
   connection, and asyncio with 100 concurrent tasks;
 - a near-cache hit against a network read (store.get), and the hit rate of
-  a bounded near-cache on a Zipf-distributed workload.
+  a bounded near-cache on a Zipf-distributed workload;
+- the module backend against the Lua fallback (the same store API on plain
+  Redis, server-side scripts), same server, same run: read-and-renew, field
+  write, CAS, create — what loading the module buys.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ def best(fn: Any, n: int, rounds: int = 3) -> float:
     return min(per_call(fn, n) for _ in range(rounds))
 
 
-def setup_keys(r: redis.Redis, store: SessionStore[Any]) -> tuple[str, bytes, bytes]:
+def setup_keys(r: Any, store: SessionStore[Any]) -> tuple[str, bytes, bytes]:
     s = store.create(subject="user42", data=DATA, meta=META, idle=1_800_000)
     enc = {k.encode(): msgspec.msgpack.encode(v) for k, v in DATA.items()}
     hkey = b"hsess:" + s.sid.encode()
@@ -76,11 +79,11 @@ def setup_keys(r: redis.Redis, store: SessionStore[Any]) -> tuple[str, bytes, by
 
 
 def sync_rows(port: int, n: int) -> dict[str, float]:
-    r = redis.Redis(port=port)
+    r: Any = redis.Redis(port=port)
     store: SessionStore[Any] = SessionStore(r, tenant="bench")
     sid, hkey, bkey = setup_keys(r, store)
     dec = msgspec.msgpack.Decoder()
-    pipe_r = redis.Redis(port=port)
+    pipe_r: Any = redis.Redis(port=port)
 
     def hash_read() -> Any:
         p = pipe_r.pipeline(transaction=False)
@@ -106,7 +109,7 @@ def sync_rows(port: int, n: int) -> dict[str, float]:
 def async_rows(port: int, n: int, tasks: int = 100) -> dict[str, float]:
     async def main() -> dict[str, float]:
         pool = aredis.BlockingConnectionPool(port=port, max_connections=tasks)
-        r = aredis.Redis(connection_pool=pool)
+        r: Any = aredis.Redis(connection_pool=pool)
         sync_store: SessionStore[Any] = SessionStore(redis.Redis(port=port), tenant="bench")
         sid, hkey, bkey = setup_keys(redis.Redis(port=port), sync_store)
         store: AsyncSessionStore[Any] = AsyncSessionStore(r, tenant="bench")
@@ -165,11 +168,11 @@ def cache_rows(port: int, n: int, sessions: int, zipf_reads: int) -> dict[str, f
     weights = [1.0 / (i + 1) ** 1.1 for i in range(sessions)]
     rnd = random.Random(7)
     draws = rnd.choices(range(sessions), weights=weights, k=zipf_reads)
-    snap0 = dict(store.metrics.snapshot()["cache"])  # type: ignore[arg-type]
+    snap0: Any = store.metrics.snapshot()["cache"]
     for i in draws:
         store.get(sids[i], touch=True)
-    snap1 = store.metrics.snapshot()["cache"]
-    hits = snap1.get("hits", 0) - snap0.get("hits", 0)  # type: ignore[attr-defined]
+    snap1: Any = store.metrics.snapshot()["cache"]
+    hits = snap1.get("hits", 0) - snap0.get("hits", 0)
     store.close()
     return {
         "near-cache hit": hit,
@@ -179,6 +182,57 @@ def cache_rows(port: int, n: int, sessions: int, zipf_reads: int) -> dict[str, f
         "zipf sessions": float(sessions),
         "zipf cache entries": float(cache.max_entries),
     }
+
+
+def backend_rows(port: int, n: int, rounds: int = 5) -> dict[str, dict[str, float]]:
+    """Per-call time of four operations through each backend (sync, one
+    connection). The backends take turns, round by round, so both meet the
+    same load on a shared machine; the best round of each counts."""
+    stores: dict[str, SessionStore[Any]] = {}
+    sids: dict[str, str] = {}
+    version: dict[str, int] = {}
+    for kind in ("module", "lua"):
+        st: SessionStore[Any] = SessionStore(redis.Redis(port=port), tenant="bench", backend=kind)
+        stores[kind] = st
+        sids[kind] = st.create(subject="user42", data=DATA, meta=META).sid
+
+    def op(kind: str, name: str) -> Any:
+        st, sid = stores[kind], sids[kind]
+        if name == "read-and-renew":
+            return lambda: st.get(sid, touch=True)
+        if name == "field write":
+            return lambda: st.set(sid, data={"theme": "light"})
+        if name == "CAS":
+            cur = st.get(sid, nodata=True)
+            version[kind] = cur.version if cur is not None else 0
+
+            def cas() -> None:
+                version[kind] = st.cas(sid, version[kind], DATA) or 0
+
+            return cas
+        return lambda: st.create(subject="user42", data=DATA, meta=META)
+
+    admin: Any = redis.Redis(port=port)
+
+    def server_usec() -> int:
+        st = admin.info("commandstats")
+        skip = ("cmdstat_info", "cmdstat_config")
+        return sum(int(v["usec"]) for k, v in st.items() if not str(k).startswith(skip))
+
+    out: dict[str, dict[str, float]] = {"module": {}, "lua": {}, "module server": {}, "lua server": {}}
+    for name in ("read-and-renew", "field write", "CAS", "create"):
+        for _ in range(rounds):
+            for kind in ("module", "lua"):
+                fn = op(kind, name)
+                fn()
+                admin.config_resetstat()
+                t = per_call(fn, n)
+                srv = server_usec() / (n + 1) / 1e6  # per_call runs fn once more to warm up
+                out[kind][name] = min(out[kind].get(name, t), t)
+                out[kind + " server"][name] = min(out[kind + " server"].get(name, srv), srv)
+    for st in stores.values():
+        st.close()
+    return out
 
 
 def us(x: float) -> str:
@@ -197,6 +251,7 @@ def main() -> None:
         sync = sync_rows(srv.port, n)
         asy = async_rows(srv.port, n * 2)
         cache = cache_rows(srv.port, n, 500 if args.smoke else 10_000, 2_000 if args.smoke else 50_000)
+        backends = backend_rows(srv.port, n)
     finally:
         srv.stop()
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -230,9 +285,19 @@ def main() -> None:
     print("|---|---|---:|---|---|")
     for r in rows:
         print(r)
+    print()
+    print("Module backend against the Lua fallback (same store API, same server, sync, 1 connection):")
+    print()
+    print("| operation | module | Lua fallback | ratio | server time, module | server time, Lua | ratio |")
+    print("|---|---:|---:|---|---:|---:|---|")
+    for op in ("read-and-renew", "field write", "CAS", "create"):
+        m, lua = backends["module"][op], backends["lua"][op]
+        ms, ls = backends["module server"][op], backends["lua server"][op]
+        print(f"| {op} | {us(m)} | {us(lua)} | Lua = {lua / m:.2f}× | {us(ms)} | {us(ls)} | Lua = {ls / ms:.2f}× |")
     if not args.smoke:
         Path(args.json).write_text(
-            json.dumps({"when": when, "machine": machine, "path": path, "sync": sync, "async": asy, "cache": cache},
+            json.dumps({"when": when, "machine": machine, "path": path, "sync": sync, "async": asy, "cache": cache,
+                        "backends": backends},
                        indent=2)
         )
 

@@ -17,10 +17,59 @@ _ic = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_ic)
 
 # fixtures and hooks of the integration suite
-make_server = _ic.make_server
 server = _ic.server
 server0 = _ic.server0
 make_pair = _ic.make_pair
 pytest_collection_modifyitems = _ic.pytest_collection_modifyitems
 pytest_report_header = _ic.pytest_report_header
 pytest_runtest_makereport = _ic.pytest_runtest_makereport
+
+
+# --- both backends -------------------------------------------------------------
+# Every test that starts servers runs twice: against servers with the module
+# ("module") and against plain servers without it ("lua"), where the store's
+# automatic choice picks the Lua fallback. A test that cannot hold on the
+# fallback skips with `module_only(...)`, naming its row of the differences
+# table in python/README.md ("Without the module").
+import pytest  # noqa: E402
+
+BACKENDS = ["module", "lua"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_server(make_server_any, backend_kind):  # type: ignore[no-untyped-def]
+    def make(*a, **kw):  # type: ignore[no-untyped-def]
+        kw.setdefault("load_module", backend_kind == "module")
+        if not kw["load_module"]:
+            kw.pop("module_args", None)
+        return make_server_any(*a, **kw)
+
+    return make
+
+
+make_server_any = pytest.fixture(_ic.make_server.__wrapped__, name="make_server_any")
+
+
+def module_only(kind: str, row: str) -> None:
+    """Skip on the fallback: `row` names the row of python/README.md's
+    differences table that says why."""
+    if kind != "module":
+        pytest.skip(f"fallback: see python/README.md, differences table, row '{row}'")
+
+
+def raw_set(client: object, key: bytes, field: str, value: bytes, kind: str) -> None:
+    """Another writer changes one field, below the store (the module's
+    SESSION.SET or the fallback's script), as a second application would."""
+    if kind == "module":
+        client.execute_command("SESSION.SET", key, "DATA", field, value)  # type: ignore[attr-defined]
+        return
+    from redis_session.fallback import wire
+
+    tenant = key.split(b":")[1]
+    c = wire.set_fields(key, tenant, wire.Options(), True, data={field.encode(): value})
+    client.execute_command("EVAL", c.script.source, len(c.keys), *c.keys, *c.args)  # type: ignore[attr-defined]

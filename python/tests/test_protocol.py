@@ -5,6 +5,8 @@ the breaker and the retry policy."""
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -97,6 +99,27 @@ def test_packed_decodes_in_one_call_and_matches_the_map() -> None:
         decode_packed(packed(v=2))
     with pytest.raises(ServerError):
         decode_packed(b"\xc1garbage")
+
+
+VECTORS = Path(__file__).resolve().parents[2] / "tests" / "vectors" / "packed.json"
+
+
+@pytest.mark.skipif(not VECTORS.exists(), reason="no PACKED test vectors in this tree")
+def test_the_repository_packed_vectors_decode() -> None:
+    """The module's pinned PACKED vectors (tests/vectors/packed.json) decode
+    to their expected values with the package's one-call decoder."""
+    cases = json.loads(VECTORS.read_text())["cases"]
+    assert cases
+    for case in cases:
+        raw = decode_packed(bytes.fromhex(case["packed_hex"]))
+        exp = case["expected"]
+        assert raw is not None, case["name"]
+        h = bytes.fromhex
+        assert raw.subject == h(exp["subject"]) and raw.state == exp["state"], case["name"]
+        for f in ("created", "version", "last_access", "idle_deadline", "absolute_deadline", "grace_until"):
+            assert getattr(raw, f) == exp[f], (case["name"], f)
+        assert list(raw.meta.items()) == [(h(k), h(v)) for k, v in exp["meta"]], case["name"]
+        assert list(raw.data.items()) == [(h(k), h(v)) for k, v in exp.get("data") or []], case["name"]
 
 
 def test_get_asks_packed_then_falls_back_once_on_syntax_error() -> None:

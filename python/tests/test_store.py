@@ -11,6 +11,7 @@ import redis
 import redis.asyncio as aredis
 from sessionlib import replicate, wait_sync
 
+from conftest import module_only, raw_set
 from redis_session import (
     AsyncSessionStore,
     CodecError,
@@ -18,6 +19,7 @@ from redis_session import (
     InvalidSession,
     JsonCodec,
     LimitExceeded,
+    ModuleBackend,
     Revoked,
     SchemaCodec,
     Session,
@@ -41,8 +43,12 @@ def client(request: Any, server: Any) -> Any:
     c.close()
 
 
-def test_the_api_as_written(client: Any) -> None:
-    store: SessionStore[Any] = SessionStore(client, tenant="acme")
+@pytest.mark.parametrize("packed", [None, False], ids=["packed-probe", "map-reply"])
+def test_the_api_as_written(client: Any, packed: bool | None, backend_kind: str) -> None:
+    if backend_kind == "lua" and packed is False:
+        module_only(backend_kind, "PACKED replies")  # the map-reply variant is the module's
+    backend = ModuleBackend(packed=packed) if backend_kind == "module" else None  # None: auto, finds the fallback
+    store: SessionStore[Any] = SessionStore(client, tenant="acme", backend=backend)
     s = store.create(subject="user42", data={"cart": [1, 2]}, meta={"ip": "10.0.0.7"})
     assert isinstance(s, Session) and len(s.sid) == 43 and s.version == 1 and s.state == "active"
     assert s.data == {"cart": [1, 2]} and s.meta == {"ip": "10.0.0.7"} and s.subject == "user42"
@@ -82,12 +88,23 @@ def test_the_api_as_written(client: Any) -> None:
         store.create(sid=s.sid)  # a revoked sid is never reused
     with pytest.raises(InvalidSession):
         store.get("too-short")
+    # the probe settled on PACKED where the module has it (and stays on the map when told)
+    if backend_kind == "module":
+        try:
+            client.execute_command("SESSION.GET", f"sess:acme:{new_sid()}", "PACKED")
+            server_packed = True
+        except redis.ResponseError:
+            server_packed = False
+        assert store.backend.packed is (server_packed if packed is None else False)  # type: ignore[attr-defined]
+    else:
+        assert store.backend.name == "lua"
     snap = store.metrics.snapshot()
     assert snap["ops"]["get"]["calls"] >= 5  # type: ignore[index]
     assert "Revoked" in snap["ops"]["get"]["errors"]  # type: ignore[index]
 
 
-def test_packed_probe_is_cached(server: Any) -> None:
+def test_packed_probe_is_cached(server: Any, backend_kind: str) -> None:
+    module_only(backend_kind, "PACKED replies")
     store: SessionStore[Any] = SessionStore(redis.Redis(port=server.port), tenant="acme")
     s = store.create(data={"a": 1})
     assert store.backend.packed is not None  # type: ignore[attr-defined]
@@ -118,12 +135,16 @@ def test_limits_and_tenant_settings(server: Any) -> None:
         store.close()
 
 
-def test_codecs_on_the_wire(server: Any) -> None:
+def test_codecs_on_the_wire(server: Any, backend_kind: str) -> None:
     r = redis.Redis(port=server.port)
     js: SessionStore[Any] = SessionStore(r, tenant="acme", codec=JsonCodec())
     s = js.create(data={"cart": [1, 2]})
-    raw = r.execute_command("SESSION.GET", b"sess:acme:" + s.sid.encode(), "FIELDS", 1, "cart")
-    assert raw[-1] == [b"cart", b"[1,2]"]  # readable with redis-cli
+    if backend_kind == "module":
+        raw = r.execute_command("SESSION.GET", b"sess:acme:" + s.sid.encode(), "FIELDS", 1, "cart")
+        assert raw[-1] == [b"cart", b"[1,2]"]  # readable with redis-cli
+    else:
+        stored: Any = r.hget(b"sess:acme:" + s.sid.encode(), b"d:cart")  # type: ignore[arg-type]
+        assert stored == b"[1,2]"  # the fallback's hash
     typed: SessionStore[Prefs] = SessionStore(r, tenant="acme", codec=SchemaCodec(Prefs))
     p = typed.create(data=Prefs(theme="dark"))
     got = typed.get(p.sid)
@@ -134,39 +155,50 @@ def test_codecs_on_the_wire(server: Any) -> None:
     with pytest.raises(CodecError):
         typed.set(p.sid, data={"cart": "nope"})  # refused before it is sent
     # a bad payload written by someone else fails at the edge, clearly
-    r.execute_command("SESSION.SET", b"sess:acme:" + p.sid.encode(), "DATA", "theme", msgspec.msgpack.encode(5))
+    raw_set(r, b"sess:acme:" + p.sid.encode(), "theme", msgspec.msgpack.encode(5), backend_kind)
     with pytest.raises(CodecError, match="theme"):
         typed.get(p.sid)
 
 
-def test_read_from_replicas(make_pair: Any) -> None:
+def test_read_from_replicas(make_pair: Any, backend_kind: str) -> None:
     primary, replica = make_pair()
     store: SessionStore[Any] = SessionStore(
         redis.Redis(port=primary.port), tenant="acme", read_from_replicas=True, replica=redis.Redis(port=replica.port)
     )
     s = store.create(subject="u", data={"a": 1})
     wait_sync(primary, replica)
-    info = redis.Redis(port=primary.port).execute_command("COMMAND", "INFO", "session.get")
-    get_readonly = "readonly" in info["session.get"]["flags"]
+    if backend_kind == "module":
+        info = redis.Redis(port=primary.port).execute_command("COMMAND", "INFO", "session.get")
+        get_readonly = "readonly" in info["session.get"]["flags"]
+        read_cmds: tuple[str, ...] = ("session.get",)
+        ttl_cmds: tuple[str, ...] = ("session.ttl",)
+    else:
+        get_readonly = True  # the fallback's read scripts, sent as EVALSHA_RO: a replica runs them
+        read_cmds = ttl_cmds = ("evalsha_ro", "eval_ro")
 
-    def served(cmd: str) -> int:
-        st = replica.info("commandstats").get(f"cmdstat_{cmd}", {})
-        return int(st.get("calls", 0)) - int(st.get("failed_calls", 0))
+    def served(cmds: tuple[str, ...]) -> int:
+        stats = replica.info("commandstats")
+        n = 0
+        for cmd in cmds:
+            st = stats.get(f"cmdstat_{cmd}", {})
+            n += int(st.get("calls", 0)) - int(st.get("failed_calls", 0))
+        return n
 
-    before = served("session.get")
+    before = served(read_cmds)
     for _ in range(2):
         got = store.get(s.sid)
         assert got is not None and got.data == {"a": 1}
     # served by the replica where the module flags its reads read-only; else
     # the replica's READONLY sends the store back to the primary, once
-    assert served("session.get") == before + (2 if get_readonly else 0)
-    assert replica.info("commandstats").get("cmdstat_session.get", {}).get("calls", 0) <= before + 2
+    assert served(read_cmds) == before + (2 if get_readonly else 0)
+    if backend_kind == "module":
+        assert replica.info("commandstats").get("cmdstat_session.get", {}).get("calls", 0) <= before + 2
     # a touching read goes to the primary
     assert store.get(s.sid, touch=True) is not None
-    assert served("session.get") == before + (2 if get_readonly else 0)
-    t_before = served("session.ttl")
+    assert served(read_cmds) == before + (2 if get_readonly else 0)
+    t_before = served(ttl_cmds)
     assert store.ttl(s.sid) is not None
-    assert served("session.ttl") == t_before + 1
+    assert served(ttl_cmds) == t_before + 1
     _ = replicate
 
 

@@ -16,8 +16,8 @@ from ._driver import Options, _cmd, error_reply, is_async_cluster, is_transient,
 from .codecs import Codec, MsgpackCodec
 from .core import StoreCore
 from .errors import SessionError, StoreUnavailable
+from .fallback.auto import make_backend
 from .metrics import Fanout, Hooks, Metrics
-from .module import ModuleBackend
 from .nearcache import NearCache
 from .policy import CircuitBreaker, OnUnavailable, RetryPolicy
 from .protocol import (
@@ -54,7 +54,7 @@ class AsyncSessionStore(Generic[D]):
         tenant: str,
         prefix: str = "sess:",
         codec: Codec[D] | None = None,
-        backend: Backend | None = None,
+        backend: Backend | str | None = None,
         near_cache: bool | NearCache = False,
         read_from_replicas: bool = False,
         replica: Any = None,
@@ -85,7 +85,7 @@ class AsyncSessionStore(Generic[D]):
             self.metrics.cache_counters = cache.counters
         keys = KeySchema(prefix, tenant)
         self._core: StoreCore[D] = StoreCore(
-            backend or ModuleBackend(),
+            make_backend(backend, prefix=prefix, cluster=self._cluster),
             codec if codec is not None else MsgpackCodec(),  # type: ignore[arg-type]
             keys,
             cache=cache,
@@ -141,6 +141,9 @@ class AsyncSessionStore(Generic[D]):
         return store
 
     _owns_client = False
+    _topology_at = 0.0
+    #: least seconds between two slot-map refreshes before a fan-out (cluster)
+    topology_refresh = 1.0
 
     @property
     def tenant(self) -> str:
@@ -319,6 +322,12 @@ class AsyncSessionStore(Generic[D]):
             return [await self._attempts(req, None)]
         try:
             await self._client.initialize()
+            # a failover may have changed the primaries without any MOVED
+            # telling the client: refresh the slot map, at most once a second
+            now = time.monotonic()
+            if now - self._topology_at > self.topology_refresh:
+                self._topology_at = now
+                await self._client.nodes_manager.initialize()
         except asyncio.CancelledError:
             raise
         except BaseException as e:
@@ -366,12 +375,15 @@ class AsyncSessionStore(Generic[D]):
             if isinstance(req, Command):
                 return await client.execute_command(*_cmd(req.args), **kw)
             try:
+                # a replica (a cluster replica above all) runs only commands
+                # flagged read-only: EVALSHA_RO / EVAL_RO (Redis 7.0+)
+                ro = "_RO" if self._to_replica(req) else ""
                 return await client.execute_command(
-                    "EVALSHA", req.script.sha, len(req.keys), *req.keys, *req.args, **kw
+                    "EVALSHA" + ro, req.script.sha, len(req.keys), *req.keys, *req.args, **kw
                 )
             except NoScriptError:
                 return await client.execute_command(
-                    "EVAL", req.script.source, len(req.keys), *req.keys, *req.args, **kw
+                    "EVAL" + ro, req.script.source, len(req.keys), *req.keys, *req.args, **kw
                 )
         except ReadOnlyError:
             if not self._to_replica(req):

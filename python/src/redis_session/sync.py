@@ -17,8 +17,8 @@ from ._driver import Options, _cmd, error_reply, is_sync_cluster, is_transient, 
 from .codecs import Codec, MsgpackCodec
 from .core import StoreCore
 from .errors import SessionError, StoreUnavailable
+from .fallback.auto import make_backend
 from .metrics import Fanout, Hooks, Metrics
-from .module import ModuleBackend
 from .nearcache import NearCache
 from .policy import CircuitBreaker, OnUnavailable, RetryPolicy
 from .protocol import (
@@ -57,7 +57,7 @@ class SessionStore(Generic[D]):
         tenant: str,
         prefix: str = "sess:",
         codec: Codec[D] | None = None,
-        backend: Backend | None = None,
+        backend: Backend | str | None = None,
         near_cache: bool | NearCache = False,
         read_from_replicas: bool = False,
         replica: Any = None,
@@ -88,7 +88,7 @@ class SessionStore(Generic[D]):
             self.metrics.cache_counters = cache.counters
         keys = KeySchema(prefix, tenant)
         self._core: StoreCore[D] = StoreCore(
-            backend or ModuleBackend(),
+            make_backend(backend, prefix=prefix, cluster=self._cluster),
             codec if codec is not None else MsgpackCodec(),  # type: ignore[arg-type]
             keys,
             cache=cache,
@@ -147,6 +147,9 @@ class SessionStore(Generic[D]):
         return store
 
     _owns_client = False
+    _topology_at = 0.0
+    #: least seconds between two slot-map refreshes before a fan-out (cluster)
+    topology_refresh = 1.0
 
     @property
     def tenant(self) -> str:
@@ -343,6 +346,12 @@ class SessionStore(Generic[D]):
     def _fanout(self, req: Single) -> builtins.list[Any]:
         if not self._cluster:
             return [self._attempts(req, None)]
+        # a failover may have changed the primaries without any MOVED telling
+        # the client: refresh the slot map first, at most once a second
+        now = time.monotonic()
+        if now - self._topology_at > self.topology_refresh:
+            self._topology_at = now
+            self._refresh_topology()
         primaries = self._client.get_primaries()
         return [self._attempts(req, node) for node in primaries]
 
@@ -384,9 +393,13 @@ class SessionStore(Generic[D]):
             if isinstance(req, Command):
                 return client.execute_command(*_cmd(req.args), **kw)
             try:
-                return client.execute_command("EVALSHA", req.script.sha, len(req.keys), *req.keys, *req.args, **kw)
+                # a replica (a cluster replica above all) runs only commands
+                # flagged read-only: EVALSHA_RO / EVAL_RO (Redis 7.0+)
+                ro = "_RO" if self._to_replica(req) else ""
+                sha, src = req.script.sha, req.script.source
+                return client.execute_command("EVALSHA" + ro, sha, len(req.keys), *req.keys, *req.args, **kw)
             except NoScriptError:
-                return client.execute_command("EVAL", req.script.source, len(req.keys), *req.keys, *req.args, **kw)
+                return client.execute_command("EVAL" + ro, src, len(req.keys), *req.keys, *req.args, **kw)
         except ReadOnlyError:
             if not self._to_replica(req):
                 raise
