@@ -361,6 +361,11 @@ def test_cluster_rings(tmp_path_factory):
                 assert routes(rr, k, IDS[:5]) == want[:5]
                 d1 = prim.admin().execute_command("DEBUG", "DIGEST-VALUE", k)
                 assert rr.execute_command("DEBUG", "DIGEST-VALUE", k) == d1
+        # the Python router on a cluster client reads each ring from its primary
+        routing = pytest.importorskip("redis_session.routing")
+        for k in keys[:3]:
+            with routing.Router(rc, k, interval=0.2) as router:
+                assert [router.route(i) for i in IDS[:30]] == want
         rc.close()
         assert not c.crashed()
     finally:

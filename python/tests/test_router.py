@@ -16,6 +16,12 @@ from sessionlib import wait_for
 from redis_session import ServerError, SessionStore, StoreUnavailable
 from redis_session.routing import RingNode, RingSnapshot, RouteCookie, RouteCookieMiddleware, Router
 
+@pytest.fixture
+def server(make_server_any: Any) -> Any:
+    """Rings are module values: these tests always load the module (no Lua row)."""
+    return make_server_any(name="ring")
+
+
 VECTORS = json.loads((Path(__file__).resolve().parents[2] / "tests" / "vectors" / "route.json").read_text())
 IDS = [f"sid-{i:04d}-python" for i in range(200)]
 
@@ -110,8 +116,8 @@ def test_load_reports_and_a_store(server: Any) -> None:
         store.close()
 
 
-def test_router_keeps_serving_the_last_ring_when_redis_goes(make_server: Any) -> None:
-    srv = make_server(name="router-loss")
+def test_router_keeps_serving_the_last_ring_when_redis_goes(make_server_any: Any) -> None:
+    srv = make_server_any(name="router-loss")
     r = srv.client(decode=False)
     r.execute_command("SESSION.RING.SET", "ring:web", "NODE", "a", 1, "NODE", "b", 1)
     router = Router(r, "ring:web", interval=0.1)
@@ -168,10 +174,9 @@ def test_route_cookie_and_middleware(server: Any) -> None:
         assert ("Set-Cookie", c.header(other)) in seen[-1]
 
 
-def test_router_on_a_cluster_client_uses_the_rings_primary(make_server: Any) -> None:
-    # (a full cluster runs in integration/test_routing.py; here the client
-    # shape: RedisCluster exposes get_node_from_key)
-    srv = make_server(name="router-plain")
+def test_router_on_a_plain_client(make_server_any: Any) -> None:
+    # (on a 3-primary cluster: integration/test_routing.py::test_cluster_rings)
+    srv = make_server_any(name="router-plain")
     r = redis.Redis(port=srv.port)
     r.execute_command("SESSION.RING.SET", "ring:web", "NODE", "a", 1)
     with Router(r, "ring:web") as router:
