@@ -16,6 +16,7 @@ from sessionlib import wait_for
 from redis_session import ServerError, SessionStore, StoreUnavailable
 from redis_session.routing import RingNode, RingSnapshot, RouteCookie, RouteCookieMiddleware, Router
 
+
 @pytest.fixture
 def server(make_server_any: Any) -> Any:
     """Rings are module values: these tests always load the module (no Lua row)."""
