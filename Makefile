@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
 .PHONY: venv-frameworks deps-chromium test-frameworks proof-table example example-load
-.PHONY: all build run test test-rust test-py test-python test-fallback-valkey bench-python lint bench bench-smoke soak deps-build deps-redis deps-haproxy venv clean
+.PHONY: all build run test test-rust test-py test-python test-fallback-valkey test-ops bench-python lint bench bench-smoke soak deps-build deps-redis deps-ops deps-haproxy venv clean
 
 all: build
 
@@ -68,7 +68,7 @@ run: build deps-redis
 # --- tests --------------------------------------------------------------------
 # The bench smoke run keeps bench/ from rotting; pytest runs last so its
 # summary closes the output.
-test: build deps-redis deps-haproxy venv venv-frameworks deps-chromium
+test: build deps-redis deps-ops deps-haproxy venv venv-frameworks deps-chromium
 	cargo test --release
 	$(MAKE) --no-print-directory bench-smoke
 	SESSION_MODULE=$(MODULE) $(PY) -m pytest -q integration $(PYTEST_ARGS)
@@ -78,7 +78,7 @@ test: build deps-redis deps-haproxy venv venv-frameworks deps-chromium
 test-rust: build deps-redis
 	cargo test --release
 
-test-py: build deps-redis venv
+test-py: build deps-redis deps-ops venv
 	SESSION_MODULE=$(MODULE) $(PY) -m pytest -q integration $(PYTEST_ARGS)
 
 lint: venv venv-frameworks
@@ -133,6 +133,20 @@ example: build deps-redis venv-frameworks
 example-load: build deps-redis venv-frameworks
 	SESSION_MODULE=$(MODULE) REDIS_URL=$(REDIS_URL) $(PY) examples/devices/load.py --readme
 
+# --- operations (issue 19): exporter + Prometheus test, promtool rule tests --
+# integration/test_ops.py runs inside test-py; it skips with a message when
+# these packages cannot be installed.
+deps-ops:
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null || \
+	    ! command -v prometheus-redis-exporter >/dev/null || ! command -v curl >/dev/null; then \
+		{ $(MAKE) --no-print-directory .apt-updated && \
+		  $(SUDO) $(APT) install -y -qq --no-install-recommends prometheus prometheus-redis-exporter curl; } || \
+		echo "deps-ops: prometheus / prometheus-redis-exporter could not be installed; integration/test_ops.py will skip"; \
+	fi
+
+test-ops: build deps-redis deps-ops venv
+	SESSION_MODULE=$(MODULE) $(PY) -m pytest -q integration/test_ops.py $(PYTEST_ARGS)
+
 # --- performance and soak (not part of `make test`) ---------------------------
 bench: build deps-redis venv
 	SESSION_MODULE=$(MODULE) $(PY) bench/bench.py
@@ -142,6 +156,7 @@ bench-smoke: build deps-redis venv
 
 soak: build deps-redis venv
 	SESSION_MODULE=$(MODULE) SESSION_SOAK=1 $(PY) -m pytest -q integration -m soak $(PYTEST_ARGS)
+	SESSION_MODULE=$(MODULE) SESSION_SOAK=1 $(PY) -m pytest -q python/tests -m soak $(PYTEST_ARGS)
 
 clean:
 	cargo clean

@@ -176,6 +176,7 @@ fn info(ctx: &InfoContext, _for_crash_report: bool) {
             n as i64,
         );
     }
+    glue::info::add_tenant_fields(ctx);
 }
 
 redis_module! {

@@ -17,6 +17,7 @@ from redis.asyncio.cluster import RedisCluster as ARedisCluster
 from sessionlib import wait_for
 
 from redis_session import AsyncSessionStore, Conflict, Revoked, SessionError, SessionStore, StoreUnavailable
+from redis_session.protocol import FanOut, LuaScript, Retry, Script
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +35,9 @@ def cluster(tmp_path_factory: Any, request: Any) -> Any:
 
 
 def store_on(cluster: Any, **kw: Any) -> SessionStore[Any]:
-    return SessionStore(cluster.client(decode_responses=False, socket_timeout=2), tenant="acme", **kw)
+    # as from_url(cluster=True) builds it: only the store resends
+    rc = cluster.client(decode_responses=False, socket_timeout=2, cluster_error_retry_attempts=0)
+    return SessionStore(rc, tenant="acme", **kw)
 
 
 def test_fanout_merges_and_tenant_settings_reach_every_primary(cluster: Any) -> None:
@@ -166,6 +169,26 @@ def test_reshard_and_failover_during_a_run(cluster: Any) -> None:
         cluster.wait_ok(60)
 
 
+def test_from_url_cluster(cluster: Any) -> None:
+    port = cluster.primaries()[0].port
+    store = SessionStore.from_url(f"redis://127.0.0.1:{port}/0", tenant="url", cluster=True)
+    try:
+        assert store._client.cluster_error_retry_attempts == 0
+        sids = {store.create(subject="u").sid for _ in range(9)}
+        assert set(store.list("u")) == sids and store.count() == 9
+
+        async def main() -> None:
+            astore = AsyncSessionStore.from_url(f"redis://127.0.0.1:{port}/0", tenant="url", cluster=True)
+            assert await astore.count("u") == 9
+            assert await astore.revoke_all("u") == 9
+            await astore.aclose()
+
+        asyncio.run(main())
+        assert store.count("u") == 0
+    finally:
+        store.close()
+
+
 def test_read_from_replicas_on_a_cluster(cluster: Any) -> None:
     # CLUSTER SLOTS lists a replica only once gossip has spread it
     admin = cluster.primaries()[0].admin()
@@ -217,11 +240,31 @@ def test_async_cluster(cluster: Any) -> None:
     async def main() -> None:
         nodes = [AClusterNode("127.0.0.1", s.port) for s in cluster.primaries()]
         rc = ARedisCluster(startup_nodes=nodes, socket_timeout=2)
-        store: AsyncSessionStore[Any] = AsyncSessionStore(rc, tenant="acme")
+        store: AsyncSessionStore[Any] = AsyncSessionStore(rc, tenant="acme", near_cache=True)
+        assert await asyncio.to_thread(store._tracker.wait_up, 15)
         sids = [(await store.create(subject="afan", data={"i": i})).sid for i in range(12)]
+        # the near-cache on an asyncio cluster client: filled, then invalidated from elsewhere
+        other = store_on(cluster)
+        for sid in sids[:3]:
+            for _ in range(100):
+                if (g := await store.get(sid)) is not None and g.cached:
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("never cached")
+            other.set(sid, data={"i": -1})
+            for _ in range(500):
+                g = await store.get(sid)
+                if g is not None and g.data["i"] == -1:
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("invalidation never arrived")
+            other.set(sid, data={"i": sids.index(sid)})
+        other.close()
         assert await store.list("afan") == sorted(sids)
         assert await store.count("afan") == 12
-        got = await asyncio.gather(*(store.get(s, touch=True) for s in sids))
+        got = await asyncio.gather(*(store.get(s, touch=True, fresh=True) for s in sids))
         assert [g.data["i"] for g in got if g is not None] == list(range(12))
         assert await store.revoke_all("afan") == 12
         await store.aclose()
@@ -229,6 +272,31 @@ def test_async_cluster(cluster: Any) -> None:
 
     asyncio.run(main())
     _ = redis
+
+
+def test_scripts_on_a_cluster(cluster: Any) -> None:
+    """A Lua backend's requests on a cluster: a keyed script routed by its
+    key (loaded on first use), a keyless one fanned out to every primary."""
+    store = store_on(cluster)
+    arg = LuaScript("arg", "return ARGV[1]")
+    key_echo = LuaScript("kecho", "return KEYS[1]")
+
+    def op() -> Any:
+        keyed = []
+        for i in range(6):
+            k = f"sess:acme:{'k' * 20}{i}".encode()
+            keyed.append((yield Script(key_echo, keys=(k,), retry=Retry.SAFE)))
+        everywhere = yield FanOut(Script(arg, keys=(), args=(b"x",), retry=Retry.SAFE))
+        return keyed, everywhere
+
+    try:
+        for p in cluster.primaries():
+            p.admin().script_flush()
+        keyed, everywhere = store._run("script", op())
+        assert keyed == [f"sess:acme:{'k' * 20}{i}".encode() for i in range(6)]
+        assert everywhere == [b"x", b"x", b"x"]
+    finally:
+        store.close()
 
 
 def test_concurrency_on_a_cluster(cluster: Any) -> None:

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import pytest
+from sessionlib import wait_for
 
 from redis_session import AsyncSessionStore, OnUnavailable, SessionError, SessionStore, StoreUnavailable
 
@@ -144,7 +145,8 @@ def test_serve_cached_policy(server: Any) -> None:
     try:
         assert store._tracker.wait_up(10)
         s = store.create(data={"a": 1})
-        store.get(s.sid)
+        # until cached: a fill racing the create's own invalidation is refused
+        wait_for(lambda: (g := store.get(s.sid)) is not None and g.cached, 5, what="the cache filled")
         server.kill()
         t0 = time.monotonic()
         got = store.get(s.sid, touch=True)  # served from the last known value

@@ -13,8 +13,8 @@ import redis
 import redis.asyncio as aredis
 from sessionlib import wait_for
 
-from conftest import module_only, raw_set
 from redis_session import AsyncSessionStore, NearCache, Revoked, SessionStore
+from store_helpers import module_only, raw_set
 
 
 def _calls(server: Any, *cmds: str) -> int:

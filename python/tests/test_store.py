@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import msgspec
@@ -11,23 +12,29 @@ import redis
 import redis.asyncio as aredis
 from sessionlib import replicate, wait_sync
 
-from conftest import module_only, raw_set
 from redis_session import (
     AsyncSessionStore,
+    BaseHooks,
+    CircuitBreaker,
     CodecError,
     Conflict,
     InvalidSession,
     JsonCodec,
     LimitExceeded,
     ModuleBackend,
+    RetryPolicy,
     Revoked,
     SchemaCodec,
     Session,
     SessionExists,
     SessionStore,
+    StoreUnavailable,
     TooBig,
     new_sid,
+    sid_hash,
 )
+from redis_session.protocol import Command, ErrorReply, FanOut, LuaScript, Pipeline, Retry, Script
+from store_helpers import module_only, raw_set
 
 
 class Prefs(msgspec.Struct):
@@ -232,3 +239,156 @@ def test_async_store_same_api(server: Any) -> None:
         await c.aclose()
 
     asyncio.run(main())
+
+
+class LoseReplies:
+    """A redis.Redis whose next `n` commands run on the server but lose their
+    reply (a connection dropped after the write): what a retry must survive."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.lose = 0
+        self.connection_pool = inner.connection_pool
+
+    def execute_command(self, *args: Any, **kw: Any) -> Any:
+        r = self.inner.execute_command(*args, **kw)
+        if self.lose > 0:
+            self.lose -= 1
+            raise redis.ConnectionError("reply lost")
+        return r
+
+    def pipeline(self, transaction: bool = True) -> Any:
+        outer = self
+        pipe = self.inner.pipeline(transaction=transaction)
+
+        class P:
+            def execute_command(self, *a: Any, **k: Any) -> Any:
+                return pipe.execute_command(*a, **k)
+
+            def execute(self, raise_on_error: bool = True) -> Any:
+                r = pipe.execute(raise_on_error=raise_on_error)
+                if outer.lose > 0:
+                    outer.lose -= 1
+                    raise redis.ConnectionError("reply lost")
+                return r
+
+        return P()
+
+
+def test_retries_only_where_a_resend_cannot_apply_twice(server: Any) -> None:
+    flaky = LoseReplies(redis.Redis(port=server.port))
+    store: SessionStore[Any] = SessionStore(flaky, tenant="acme", breaker=False)
+    # create: applied, reply lost, resent -> EXISTS for its own sid -> success
+    flaky.lose = 1
+    s = store.create(subject="r", data={"a": 1})
+    assert s.version == 1 and store.get(s.sid, fresh=True) is not None
+    assert store.metrics.snapshot()["retries"]  # it was resent
+    # a versioned set: resent; the resend of a write that landed reads as a conflict
+    flaky.lose = 1
+    with pytest.raises(Conflict) as e:
+        store.set(s.sid, data={"a": 2}, if_version=1)
+    assert e.value.current == 2
+    # an unversioned set: not resent -> StoreUnavailable, applied exactly once
+    flaky.lose = 1
+    with pytest.raises(StoreUnavailable):
+        store.set(s.sid, data={"a": 3})
+    got = store.get(s.sid)
+    assert got is not None and got.version == 3 and got.data == {"a": 3}
+    # a read: resent transparently
+    flaky.lose = 2
+    assert store.get(s.sid) is not None
+    # more losses than attempts: StoreUnavailable, never redis-py's exception
+    flaky.lose = 5
+    with pytest.raises(StoreUnavailable) as u:
+        store.get(s.sid)
+    assert isinstance(u.value.__cause__, redis.ConnectionError)
+
+
+class Recorder(BaseHooks):
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+
+    def on_call(self, op: str, seconds: float, outcome: str) -> None:
+        self.events.append(("call", op, outcome))
+
+    def on_breaker(self, state: str) -> None:
+        self.events.append(("breaker", state))
+
+    def on_retry(self, op: str, attempt: int) -> None:
+        self.events.append(("retry", op, attempt))
+
+
+class Broken(BaseHooks):
+    def on_call(self, op: str, seconds: float, outcome: str) -> None:
+        raise RuntimeError("a broken exporter")
+
+
+def test_hooks_see_operations_never_sids(server: Any) -> None:
+    rec = Recorder()
+    store: SessionStore[Any] = SessionStore(
+        redis.Redis(port=server.port, socket_timeout=0.5), tenant="acme", hooks=[rec, Broken()],
+        breaker=CircuitBreaker(threshold=2, cooldown=0.2), retry=RetryPolicy(attempts=1),
+    )
+    s = store.create(subject="h", data={"a": 1})
+    store.get(s.sid)
+    store.revoke(s.sid)
+    with pytest.raises(Revoked):
+        store.get(s.sid)
+    assert ("call", "create", "ok") in rec.events and ("call", "get", "Revoked") in rec.events
+    assert store.metrics.snapshot()["hook_errors"] == 4  # counted, never raised
+    server.kill()
+    for _ in range(3):
+        with pytest.raises(StoreUnavailable):
+            store.get(s.sid)
+    assert ("breaker", "open") in rec.events
+    server.start()
+    store._client = redis.Redis(port=server.port, socket_timeout=0.5)
+    time.sleep(0.3)
+    assert store.get(s.sid) is None  # the restarted server is empty
+    assert ("breaker", "closed") in rec.events
+    flat = repr(rec.events) + repr(store.metrics.snapshot())
+    assert s.sid not in flat and s.sid[:8] not in flat
+    assert sid_hash(s.sid) != s.sid and len(sid_hash(s.sid)) == 8
+
+
+ECHO = LuaScript("echo", "return {KEYS[1], ARGV[1]}")
+FAIL = LuaScript("fail", "return redis.error_reply('CONFLICT 7')")
+ARG = LuaScript("arg", "return ARGV[1]")
+
+
+@pytest.mark.parametrize("aio", [False, True], ids=["sync", "asyncio"])
+def test_driver_runs_scripts_pipelines_and_fanouts(server: Any, aio: bool) -> None:
+    """The request kinds a Lua backend uses, through both drivers: a script
+    not yet loaded (NOSCRIPT, then EVAL), then by sha; scripts in a pipeline;
+    a script fanned out; an error reply from a script as an ErrorReply."""
+
+    def op() -> Any:
+        a = yield Script(ECHO, keys=(b"k1",), args=(b"v1",), retry=Retry.SAFE)
+        b = yield Script(ECHO, keys=(b"k2",), args=(b"v2",))
+        c = yield Pipeline((Script(ECHO, keys=(b"k3",), args=(b"v3",)), Command((b"PING",))))
+        d = yield FanOut(Script(ARG, keys=(), args=(b"all",)))
+        e = yield Script(FAIL, keys=(b"k4",))
+        f = yield Pipeline((Script(FAIL, keys=(b"k5",)),))
+        return a, b, c, d, e, f
+
+    if aio:
+
+        async def main() -> Any:
+            c = aredis.Redis(port=server.port, decode_responses=True)
+            st: AsyncSessionStore[Any] = AsyncSessionStore(c, tenant="acme")
+            try:
+                return await st._run("script", op())
+            finally:
+                await c.aclose()
+
+        redis.Redis(port=server.port).script_flush()
+        a, b, c, d, e, f = asyncio.run(main())
+    else:
+        redis.Redis(port=server.port).script_flush()
+        st: SessionStore[Any] = SessionStore(redis.Redis(port=server.port, decode_responses=True), tenant="acme")
+        a, b, c, d, e, f = st._run("script", op())
+    assert a == [b"k1", b"v1"] and b == [b"k2", b"v2"]
+    assert c[0] == [b"k3", b"v3"] and c[1] in (b"PONG", True, "PONG")
+    assert d == [b"all"]  # one reply per primary: one server here
+    assert isinstance(e, ErrorReply) and e.code == "CONFLICT" and e.rest == "7"
+    assert isinstance(f[0], ErrorReply) and f[0].code == "CONFLICT"

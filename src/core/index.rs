@@ -319,6 +319,12 @@ impl Index {
         out
     }
 
+    /// Tenants with a live session in any database (unordered, may repeat
+    /// across databases).
+    pub fn live_tenants(&self) -> impl Iterator<Item = &[u8]> {
+        self.dbs.iter().flat_map(|d| d.live.keys().map(|t| &**t))
+    }
+
     /// No live session in any database.
     pub fn is_empty(&self) -> bool {
         self.dbs.iter().all(|d| d.loose.is_empty() && d.groups.is_empty())
@@ -418,6 +424,18 @@ mod tests {
         assert_eq!(ix.keys_of(1, b"acme", b"u1"), vec![b"k1".to_vec()]);
         ix.clear_db(1);
         assert_eq!(ix.live_total(None).sessions, 1);
+    }
+
+    #[test]
+    fn live_tenants_follow_the_sessions() {
+        let mut ix = Index::default();
+        ix.add(0, b"k1", &v(b"acme", b"u1", 1));
+        ix.add(2, b"k2", &v(b"beta", b"", 1));
+        let mut t: Vec<&[u8]> = ix.live_tenants().collect();
+        t.sort();
+        assert_eq!(t, [&b"acme"[..], &b"beta"[..]]);
+        ix.remove(0, b"k1", &v(b"acme", b"u1", 1));
+        assert_eq!(ix.live_tenants().collect::<Vec<_>>(), [&b"beta"[..]]);
     }
 
     #[test]

@@ -100,6 +100,11 @@ impl Stats {
         }
     }
 
+    /// Tenants that have a row of counters (unordered).
+    pub fn tenants(&self) -> impl Iterator<Item = &[u8]> {
+        self.per_tenant.keys().map(|t| &**t)
+    }
+
     pub fn tenant(&self, tenant: &[u8]) -> Counters {
         self.per_tenant.get(tenant).copied().unwrap_or_default()
     }
@@ -121,5 +126,8 @@ mod tests {
         assert_eq!(s.tenant(b"a").created, 1);
         assert_eq!(s.tenant(b"b").hits, 1);
         assert_eq!(s.tenant(b"zz"), Counters::default());
+        let mut names: Vec<&[u8]> = s.tenants().collect();
+        names.sort();
+        assert_eq!(names, [&b"a"[..], &b"b"[..]]);
     }
 }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod datatype;
 pub mod events;
 pub mod guard;
+pub mod info;
 pub mod parse;
 pub mod ring_type;
 pub mod rm;

@@ -7,7 +7,6 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
 import redis.exceptions as rex
 
 from .errors import StoreUnavailable
@@ -95,10 +94,6 @@ def pool_kwargs(client: Any) -> dict[str, Any]:
         out["unix_socket_path"] = out.pop("path", None)
     out.pop("path", None)
     return out
-
-
-def redis_module() -> Any:
-    return redis
 
 
 def _cmd(args: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -15,7 +15,7 @@ from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 from ._driver import Options, _cmd, error_reply, is_async_cluster, is_transient, unavailable
 from .codecs import Codec, MsgpackCodec
 from .core import StoreCore
-from .errors import SessionError, StoreUnavailable
+from .errors import StoreUnavailable
 from .fallback.auto import make_backend
 from .metrics import Fanout, Hooks, Metrics
 from .nearcache import NearCache
@@ -38,6 +38,9 @@ from .types import Session, TenantSettings, Ttl
 
 D = TypeVar("D")
 T = TypeVar("T")
+
+#: execute_command options: bulk strings as bytes, whatever the client decodes
+_RAW: dict[str, Any] = {NEVER_DECODE: True}
 
 __all__ = ["AsyncSessionStore"]
 
@@ -121,11 +124,15 @@ class AsyncSessionStore(Generic[D]):
         if cluster:
             from redis.asyncio.cluster import RedisCluster
 
+            # the store alone decides what is resent: redis-py's own cluster
+            # retries would resend writes that are not safe to repeat
             client: Any = RedisCluster.from_url(
                 url,
                 socket_timeout=socket_timeout,
                 socket_connect_timeout=socket_connect_timeout,
                 max_connections=max_connections,
+                cluster_error_retry_attempts=0,
+                connection_error_retry_attempts=0,
             )
         else:
             pool = aredis.BlockingConnectionPool.from_url(
@@ -273,9 +280,6 @@ class AsyncSessionStore(Generic[D]):
                     req = op.send(reply)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
-        except SessionError as e:
-            outcome = type(e).__name__
-            raise
         except BaseException as e:
             outcome = type(e).__name__
             raise
@@ -354,9 +358,12 @@ class AsyncSessionStore(Generic[D]):
         return kw
 
     def _to_replica(self, req: Single) -> bool:
+        # with a near-cache every read goes to the primary: a replica's lag
+        # could slip a stale value into the cache past its invalidation
         return (
             req.readonly
             and self._opts.read_from_replicas
+            and self._core.cache is None
             and (self._replica is not None or self._cluster)
             and _name(req) not in self._replica_refuses
         )
@@ -369,11 +376,17 @@ class AsyncSessionStore(Generic[D]):
     async def _send(self, req: Single | Pipeline, node: Any, retried: bool) -> Any:
         if isinstance(req, Pipeline):
             return await self._send_pipeline(req, retried)
-        client = self._client_for(req)
-        kw = self._target(req, node)
+        if self._cluster:
+            client = self._client
+            kw = self._target(req, node)
+            args = _cmd(req.args) if isinstance(req, Command) else ()
+        else:
+            client = self._client_for(req) if self._opts.read_from_replicas else self._client
+            kw = _RAW
+            args = req.args if isinstance(req, Command) else ()
         try:
             if isinstance(req, Command):
-                return await client.execute_command(*_cmd(req.args), **kw)
+                return await client.execute_command(*args, **kw)
             try:
                 # a replica (a cluster replica above all) runs only commands
                 # flagged read-only: EVALSHA_RO / EVAL_RO (Redis 7.0+)

@@ -36,6 +36,13 @@ def _text(b: bytes) -> str:
         return b.decode("utf-8", "surrogateescape")
 
 
+def _text_map(m: dict[bytes, bytes]) -> dict[str, str]:
+    try:
+        return {k.decode(): v.decode() for k, v in m.items()}
+    except UnicodeDecodeError:
+        return {_text(k): _text(v) for k, v in m.items()}
+
+
 def _btext(s: str, what: str) -> bytes:
     if not isinstance(s, str):
         raise CodecError(f"{what} must be str, not {type(s).__name__}")
@@ -94,7 +101,7 @@ class StoreCore(Generic[D]):
             idle_deadline=raw.idle_deadline,
             absolute_deadline=raw.absolute_deadline,
             grace_until=raw.grace_until,
-            meta=frozen_map({_text(k): _text(v) for k, v in raw.meta.items()}),
+            meta=frozen_map(_text_map(raw.meta)),
             data=self.codec.decode_data(raw.data),
             cached=cached,
         )
@@ -114,7 +121,7 @@ class StoreCore(Generic[D]):
 
     def _drop(self, key: bytes) -> None:
         if self.cache is not None:
-            self.cache.invalidate(key)
+            self.cache.drop(key)
 
     # -- operations ------------------------------------------------------------------
     def create(

@@ -42,6 +42,10 @@ class _Entry:
 Token = tuple[int, int]
 
 
+def _no_event(event: str, n: int) -> None:
+    pass
+
+
 class NearCache:
     """Bounded LRU of sessions, keyed by session key (bytes).
 
@@ -75,7 +79,7 @@ class NearCache:
         self.keep_on_loss = keep_on_loss
         self._clock = clock
         self._wall_ms = wall_ms
-        self._event = on_event or (lambda e, n: None)
+        self._event: Callable[[str, int], None] = on_event or _no_event
         self._lock = threading.Lock()
         self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
         self._stale: dict[bytes, _Entry] = {}
@@ -87,6 +91,13 @@ class NearCache:
         self.misses = 0
         self.renewals = 0
         self.stale_hits = 0
+
+    def has_listener(self) -> bool:
+        return self._event is not _no_event
+
+    def listen(self, on_event: Callable[[str, int], None]) -> None:
+        """Where events (invalidation, flush, eviction, ...) go: the store's hooks."""
+        self._event = on_event
 
     # -- state -----------------------------------------------------------------
     @property
@@ -130,6 +141,12 @@ class NearCache:
 
     # -- invalidation ------------------------------------------------------------
     def invalidate(self, key: bytes) -> None:
+        """The server says ``key`` changed (counted as an "invalidation")."""
+        self.drop(key)
+        self._event("invalidation", 1)
+
+    def drop(self, key: bytes) -> None:
+        """Forget ``key`` (a write through the store, a miss, a revoke)."""
         with self._lock:
             e = self._entries.pop(key, None)
             if e is not None:
@@ -138,7 +155,6 @@ class NearCache:
             f = self._inflight.get(key)
             if f is not None:
                 f[1] += 1
-        self._event("invalidation", 1)
 
     # -- reads ---------------------------------------------------------------------
     def lookup(self, key: bytes) -> Session[Any] | None:

@@ -83,6 +83,8 @@ class CircuitBreaker:
 
     def allow(self) -> bool:
         """May a request be sent now?"""
+        if self._state is self.CLOSED:  # the common case, without the lock
+            return True
         with self._lock:
             if self._state == self.CLOSED:
                 return True
@@ -100,6 +102,8 @@ class CircuitBreaker:
             return False
 
     def success(self) -> None:
+        if self._failures == 0 and self._state is self.CLOSED:
+            return
         with self._lock:
             self._failures = 0
             self._set(self.CLOSED)

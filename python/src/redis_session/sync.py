@@ -13,10 +13,10 @@ import redis
 from redis.client import NEVER_DECODE
 from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 
-from ._driver import Options, _cmd, error_reply, is_sync_cluster, is_transient, pool_kwargs, unavailable
+from ._driver import Options, _cmd, error_reply, is_sync_cluster, is_transient, unavailable
 from .codecs import Codec, MsgpackCodec
 from .core import StoreCore
-from .errors import SessionError, StoreUnavailable
+from .errors import StoreUnavailable
 from .fallback.auto import make_backend
 from .metrics import Fanout, Hooks, Metrics
 from .nearcache import NearCache
@@ -38,6 +38,9 @@ from .types import Session, TenantSettings, Ttl
 
 D = TypeVar("D")
 T = TypeVar("T")
+
+#: execute_command options: bulk strings as bytes, whatever the client decodes
+_RAW: dict[str, Any] = {NEVER_DECODE: True}
 
 __all__ = ["SessionStore"]
 
@@ -127,11 +130,14 @@ class SessionStore(Generic[D]):
         if cluster:
             from redis.cluster import RedisCluster
 
+            # the store alone decides what is resent: redis-py's own cluster
+            # retries would resend writes that are not safe to repeat
             client: Any = RedisCluster.from_url(
                 url,
                 socket_timeout=socket_timeout,
                 socket_connect_timeout=socket_connect_timeout,
                 max_connections=max_connections,
+                cluster_error_retry_attempts=0,
             )
         else:
             pool = redis.BlockingConnectionPool.from_url(
@@ -293,9 +299,6 @@ class SessionStore(Generic[D]):
                     req = op.send(reply)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
-        except SessionError as e:
-            outcome = type(e).__name__
-            raise
         except BaseException as e:
             outcome = type(e).__name__
             raise
@@ -372,9 +375,12 @@ class SessionStore(Generic[D]):
         return kw
 
     def _to_replica(self, req: Single) -> bool:
+        # with a near-cache every read goes to the primary: a replica's lag
+        # could slip a stale value into the cache past its invalidation
         return (
             req.readonly
             and self._opts.read_from_replicas
+            and self._core.cache is None
             and (self._replica is not None or self._cluster)
             and _name(req) not in self._replica_refuses
         )
@@ -387,11 +393,17 @@ class SessionStore(Generic[D]):
     def _send(self, req: Single | Pipeline, node: Any, retried: bool) -> Any:
         if isinstance(req, Pipeline):
             return self._send_pipeline(req, retried)
-        client = self._client_for(req)
-        kw = self._target(req, node)
+        if self._cluster:
+            client = self._client
+            kw = self._target(req, node)
+            args = _cmd(req.args) if isinstance(req, Command) else ()
+        else:
+            client = self._client_for(req) if self._opts.read_from_replicas else self._client
+            kw = _RAW
+            args = req.args if isinstance(req, Command) else ()
         try:
             if isinstance(req, Command):
-                return client.execute_command(*_cmd(req.args), **kw)
+                return client.execute_command(*args, **kw)
             try:
                 # a replica (a cluster replica above all) runs only commands
                 # flagged read-only: EVALSHA_RO / EVAL_RO (Redis 7.0+)
@@ -481,17 +493,12 @@ def _make_cache(near_cache: bool | NearCache, policy: OnUnavailable, hooks: Fano
     if near_cache is False:
         return None
     if near_cache is True:
-        return NearCache(keep_on_loss=policy is OnUnavailable.SERVE_CACHED, on_event=hooks.on_cache)
-    assert isinstance(near_cache, NearCache)
-    if near_cache._event is None or getattr(near_cache, "_hooked", False) is False:
-        near_cache._event = hooks.on_cache
-        near_cache._hooked = True  # type: ignore[attr-defined]
+        near_cache = NearCache()
+    if not near_cache.has_listener():
+        near_cache.listen(hooks.on_cache)
     if policy is OnUnavailable.SERVE_CACHED:
         near_cache.keep_on_loss = True
     return near_cache
-
-
-_ = pool_kwargs  # re-exported for tracking
 
 
 def _name(req: Single) -> bytes:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from types import MappingProxyType
+from typing import Generic, Literal, TypeVar
 
 import msgspec
 
@@ -108,7 +109,4 @@ def ttl_from_raw(raw: RawTtl) -> Ttl:
     return Ttl(_state(raw.state), raw.idle_ms, raw.absolute_ms, raw.grace_ms)
 
 
-def frozen_map(d: dict[str, Any]) -> Mapping[str, Any]:
-    from types import MappingProxyType
-
-    return MappingProxyType(d)
+frozen_map = MappingProxyType
