@@ -93,6 +93,14 @@ def test_ring_commands_and_replies(server, proto):
     assert r.execute_command("SESSION.ROUTE", "ring:web", "x") is None
     assert r.execute_command("SESSION.ROUTE", "ring:web", "x", "COUNT", 3) is None
     assert r.execute_command("TYPE", "ring:web") in ("sess-ring", b"sess-ring")
+    small = r.execute_command("MEMORY", "USAGE", "ring:web")
+    r.execute_command("SESSION.RING.SET", "ring:big", *sum((["NODE", f"node-{i}", 1] for i in range(500)), []))
+    assert 0 < small < r.execute_command("MEMORY", "USAGE", "ring:big")
+    # a load is part of the value (and of its digest), not of its version
+    d = r.execute_command("DEBUG", "DIGEST-VALUE", "ring:big")
+    r.execute_command("SESSION.RING.LOAD", "ring:big", "node-7", 3)
+    assert r.execute_command("DEBUG", "DIGEST-VALUE", "ring:big") != d
+    assert ring_get(r, "ring:big")["version"] == 1
 
 
 def test_ring_bad_input_changes_nothing(server):
