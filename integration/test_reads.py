@@ -133,6 +133,9 @@ def test_replica_answers_reads_and_refuses_touch(make_pair):
     p.execute_command("SESSION.GET", k, "TOUCH")
     res = p.execute(raise_on_error=False)
     assert isinstance(res[1], redis.ResponseError) and code(str(res[1])) == "READONLY"
+    # a script on the replica may read, not touch
+    assert norm_session(rr.eval("return redis.call('SESSION.GET', KEYS[1], 'NODATA')", 1, k))[1]["version"] == 1
+    assert code(err_of(rr.eval, "return redis.call('SESSION.GET', KEYS[1], 'TOUCH')", 1, k)) == "READONLY"
     assert replica.digest() == before == primary.digest()
     # a touch on the primary reaches the replica and the AOF
     la = get(r, k)["last_access"]
@@ -180,20 +183,32 @@ def test_client_pause_write_holds_a_touch(server0):
         c = server0.client(socket_timeout=60)
         out["reply"] = get(c, k, "TOUCH")
 
+    def plain_get():  # the flag is the command's: a GET without TOUCH waits too
+        out["plain"] = get(server0.client(socket_timeout=60), k)
+
+    def in_multi():
+        p = server0.client(socket_timeout=60).pipeline(transaction=True)
+        p.execute_command("SESSION.GET", k, "NODATA")
+        out["multi"] = p.execute()
+
     admin.execute_command("CLIENT", "PAUSE", 30000, "WRITE")
     try:
-        t = threading.Thread(target=touch, daemon=True)
-        t.start()
+        threads = [threading.Thread(target=f, daemon=True) for f in (touch, plain_get, in_multi)]
+        for t in threads:
+            t.start()
         time.sleep(0.5)
-        assert t.is_alive(), "a touch ran while writes were paused"
-        assert "reply" not in out
+        assert all(t.is_alive() for t in threads), "a SESSION.GET ran while writes were paused"
+        assert not out
         # reads that never replicate still run
         assert ex(admin, "SESSION.TTL", k) is not None
+        assert ex(admin, "SESSION.COUNT", "acme") >= 1
     finally:
         admin.execute_command("CLIENT", "UNPAUSE")
-    t.join(30)
-    assert not t.is_alive()
+    for t in threads:
+        t.join(30)
+        assert not t.is_alive()
     assert out["reply"]["last_access"] > la
+    assert out["plain"]["version"] == 1 and len(out["multi"]) == 1
 
 
 def test_eval_ro_and_functions(server0):

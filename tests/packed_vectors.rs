@@ -62,7 +62,12 @@ fn packed_vectors() {
             w.session(&session, state, Some((session.data.len(), session.data.iter())));
         } else {
             // FIELDS: the fields the session has, once each, in the order asked.
-            let asked: Vec<Vec<u8>> = read["fields"].as_array().expect("fields").iter().map(hex_of).collect();
+            let asked: Vec<Vec<u8>> = read["fields"]
+                .as_array()
+                .expect("fields")
+                .iter()
+                .map(hex_of)
+                .collect();
             let mut picked: Vec<(&[u8], &[u8])> = Vec::new();
             for f in &asked {
                 if let Some(v) = session.data.get(f) {

@@ -171,7 +171,7 @@ def test_serve_cached_policy(server: Any) -> None:
         store.close()
 
 
-def test_kill_restart_async(server: Any) -> None:
+def test_kill_pause_restart_async(server: Any) -> None:
     async def main() -> None:
         store: AsyncSessionStore[Any] = AsyncSessionStore.from_url(
             f"redis://127.0.0.1:{server.port}/0",
@@ -212,6 +212,15 @@ def test_kill_restart_async(server: Any) -> None:
         while last_ok[0] <= back and time.monotonic() - back < 10:
             await asyncio.sleep(0.01)
         recovery = last_ok[0] - back
+        # a pause (SIGSTOP): the tasks' calls time out, none hangs
+        await asyncio.sleep(0.3)
+        server.proc.send_signal(signal.SIGSTOP)
+        await asyncio.sleep(1.5)
+        server.proc.send_signal(signal.SIGCONT)
+        back = time.monotonic()
+        while last_ok[0] <= back and time.monotonic() - back < 10:
+            await asyncio.sleep(0.01)
+        recovery = max(recovery, last_ok[0] - back)
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks), CALL_BOUND + 5)
         await store.aclose()

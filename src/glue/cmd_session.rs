@@ -309,6 +309,7 @@ fn reply_packed(ctx: Ctx, s: &Session, now: i64, args: &Args, view: &DataView, d
         ctx.reply_bulk(w.bytes());
     })
 }
+
 /// `GET ... FIELDS n f ... VALUES`: the value of each named field in the
 /// order asked, nil where the session has no such field (the shape of HMGET).
 fn reply_values(ctx: Ctx, args: &Args, range: std::ops::Range<usize>, data: &FlatMap) {

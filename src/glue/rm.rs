@@ -389,20 +389,25 @@ impl Ctx {
         self.acl_allows_with(flags, |ctx| OwnedStr::new(ctx, key))
     }
 
-    /// [`Ctx::acl_allows`] for a key the command was given (no copy).
+    /// [`Ctx::acl_allows`] for a key the command was given (no copy), for a
+    /// caller that has already read [`Ctx::flags`] and handled a context
+    /// without a user (replicated, loading).
     pub fn acl_allows_arg(self, key: RStr, flags: u32) -> bool {
-        self.acl_allows_with(flags, |_| key)
+        self.acl_user_allows(flags, |_| key)
     }
 
     fn acl_allows_with<K: KeyArg>(self, flags: u32, key: impl FnOnce(Ctx) -> K) -> bool {
         // Redis 7.0 crashes in GetCurrentUserName for clients without a user
         // (the primary's link, the AOF loader): their commands were checked
         // where they were first run.
-        let ctx_flags = unsafe { api!(RedisModule_GetContextFlags)(self.0) };
         let unchecked = raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING;
-        if ctx_flags & unchecked as c_int != 0 {
+        if self.flags() & unchecked != 0 {
             return true;
         }
+        self.acl_user_allows(flags, key)
+    }
+
+    fn acl_user_allows<K: KeyArg>(self, flags: u32, key: impl FnOnce(Ctx) -> K) -> bool {
         unsafe {
             let name = api!(RedisModule_GetCurrentUserName)(self.0);
             if name.is_null() {
