@@ -15,6 +15,10 @@ each call one CLIENT span named ``session.<op>`` with these attributes:
 - ``db.system`` = ``redis``; ``db.operation.name``: the module command
   (``SESSION.GET``, ...; the operation's name on another backend);
 - ``redis_session.op``, ``redis_session.backend``, ``redis_session.tenant``;
+  the backend is the one that ran the call (``module``, ``lua``, or
+  ``module+lua`` while migrating): a store's automatic choice resolves
+  during its first call, and the span is given the result when it ends
+  (``auto`` remains only if that first call failed before the choice);
 - ``redis_session.outcome``: ``ok`` or the exception's class name (also
   ``error.type``; the span's status is ERROR only for failures of the store,
   not for answers such as ``Revoked`` or ``Conflict``);
@@ -81,21 +85,30 @@ class SessionTracing:
         return TracedStore(store, self)
 
     # -- one span ---------------------------------------------------------------------
-    def _start(self, store: Any, op: str, args: tuple[Any, ...]) -> Any:
+    @staticmethod
+    def _backend_attrs(store: Any, op: str) -> dict[str, str]:
         backend = str(getattr(store.backend, "name", "unknown"))
+        return {
+            "db.operation.name": COMMANDS.get(op, op) if backend == "module" else op,
+            "redis_session.backend": backend,
+        }
+
+    def _start(self, store: Any, op: str, args: tuple[Any, ...]) -> Any:
         attrs: dict[str, Any] = {
             "db.system": "redis",
-            "db.operation.name": COMMANDS.get(op, op) if backend == "module" else op,
+            **self._backend_attrs(store, op),
             "redis_session.op": op,
-            "redis_session.backend": backend,
             "redis_session.tenant": str(store.tenant),
         }
         if op in SID_OPS and args and isinstance(args[0], str):
             attrs["redis_session.sid_hash"] = self.sid_hash(args[0])
         return self._tracer.start_span(f"session.{op}", kind=SpanKind.CLIENT, attributes=attrs)
 
-    def _end(self, span: Any, op: str, result: Any, exc: BaseException | None) -> None:
+    def _end(self, span: Any, store: Any, op: str, result: Any, exc: BaseException | None) -> None:
         try:
+            # the automatic choice resolves during a store's first call
+            # ("auto" until then): the span names the backend that ran it
+            span.set_attributes(self._backend_attrs(store, op))
             if op == "get":
                 span.set_attribute("redis_session.cache_hit", bool(getattr(result, "cached", False)))
             if exc is None:
@@ -128,9 +141,9 @@ class TracedStore:
             try:
                 result = fn(*args, **kwargs)
             except BaseException as e:
-                t._end(span, op, None, e)
+                t._end(span, store, op, None, e)
                 raise
-            t._end(span, op, result, None)
+            t._end(span, store, op, result, None)
             return result
 
         call.__name__ = op
@@ -165,9 +178,9 @@ class AsyncTracedStore:
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as e:
-                t._end(span, op, None, e)
+                t._end(span, store, op, None, e)
                 raise
-            t._end(span, op, result, None)
+            t._end(span, store, op, result, None)
             return result
 
         call.__name__ = op

@@ -58,12 +58,17 @@ def browser(tmp_path: Path) -> Iterator[Callable[[str], Any]]:
 
 
 def test_two_devices_log_out_everywhere_else(example_app: str, browser: Callable[[str], Any], output_dir: Path) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     def until(d: Any, cond: Callable[[Any], Any], what: str) -> Any:
-        """Wait (generously: the machine may be loaded) for the page to get there."""
-        return WebDriverWait(d, 20, poll_frequency=0.1).until(cond, message=what)
+        """Wait (generously: the machine may be loaded) for the page to get there.
+        A poll can find an element of the page being left (the home page's
+        #cart before the add's redirect lands) and read it after it went:
+        that is "not there yet", not a failure."""
+        wait = WebDriverWait(d, 20, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,))
+        return wait.until(cond, message=what)
 
     def texts(d: Any, by: str, value: str) -> str:
         return " ".join(e.text for e in d.find_elements(by, value))
