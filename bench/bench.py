@@ -73,6 +73,8 @@ BLOB_PREFIX = f"blob:{TENANT}:"
 NCPU = os.cpu_count() or 1
 PIN = NCPU >= 2 and shutil.which("taskset") is not None
 SERVER_CPUS = "0" if PIN else None
+# the server binary, as in integration/sessionlib.py (make test-matrix sets it)
+REDIS_SERVER = os.environ.get("REDIS_SERVER") or "redis-server"
 CLIENT_CPUS = (",".join(str(c) for c in range(1, NCPU))) if PIN else None
 CLIENT_CPU_SET = set(range(1, NCPU)) if PIN else None
 
@@ -373,7 +375,7 @@ class Server:
         self.port = free_port()
         self.workdir = workdir
         self.logfile = workdir / f"{name}.log"
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+        args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
                 "--save", "", "--appendonly", "no", "--dir", str(workdir),
                 "--dbfilename", f"{name}.rdb", "--logfile", str(self.logfile),
                 "--enable-debug-command", "yes", "--daemonize", "no"]
@@ -1259,7 +1261,7 @@ def main() -> int:
         log(f"bench: module not found: {module} (build with `cargo build --release` or set SESSION_MODULE)")
         return 2
     module = str(Path(module).resolve())
-    for tool in ("redis-server", "redis-cli", "redis-benchmark"):
+    for tool in (REDIS_SERVER, "redis-cli", "redis-benchmark"):
         if not shutil.which(tool):
             log(f"bench: {tool} not found (make deps-redis)")
             return 2
@@ -1267,7 +1269,7 @@ def main() -> int:
         os.sched_setaffinity(0, CLIENT_CPU_SET)
 
     t_start = time.time()
-    redis_version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()
+    redis_version = subprocess.run([REDIS_SERVER, "--version"], capture_output=True, text=True).stdout.split()
     redis_version = next((x.split("=")[1] for x in redis_version if x.startswith("v=")), "?")
     res: dict = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

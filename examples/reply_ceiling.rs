@@ -3,7 +3,7 @@
 //!
 //! `CEILING.GET key` opens the key for reading (the keyspace lookup a plain
 //! `GET` also pays), answers nil when it is missing, and otherwise replies
-//! with the contract's map for a session of the benchmark's shape (SPEC §4:
+//! with the contract's map for a session of the benchmark's shape (README, `SESSION.GET`:
 //! ten header fields, four meta fields incl. a 111-byte user agent, four data
 //! fields of 600 bytes in all), written from constants through the same
 //! Redis 7.0 module reply calls the module uses. `CEILING.GET key FIELDS1`

@@ -42,7 +42,9 @@ primary.
 """
 
 import os
+import re
 import subprocess
+import time
 from pathlib import Path
 
 import redis
@@ -268,15 +270,57 @@ class Cluster:
         """Move `nslots` slots from primary src to primary dst with
         `redis-cli --cluster reshard` (MIGRATE in batches of `pipeline` keys).
         redis-cli refuses to start while nodes disagree, so this first waits
-        for the gossip of any earlier move to settle."""
-        self.wait_ok(timeout)
-        cmd = [REDIS_CLI, "--cluster", "reshard", f"127.0.0.1:{src.port}",
-               "--cluster-from", self.node_id(src), "--cluster-to", self.node_id(dst),
-               "--cluster-slots", str(nslots), "--cluster-yes", "--cluster-pipeline", str(pipeline)]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        if out.returncode != 0 or "[ERR]" in out.stdout:
-            raise ClusterError(f"reshard failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-        return out.stdout
+        for the gossip of any earlier move to settle.
+
+        Valkey 8+ replicates `CLUSTER SETSLOT ... NODE` to the replicas first
+        and answers NOREPLICAS when one does not acknowledge it in time (a
+        loaded machine); redis-cli then stops with that slot still open. The
+        harness finishes that slot itself and reshards the rest."""
+        dst_id = self.node_id(dst)
+        before = len(self.cluster_nodes(dst)[dst_id]["slots"])
+        out = None
+        for _attempt in range(5):
+            self.wait_ok(timeout)
+            left = nslots - (len(self.cluster_nodes(dst)[dst_id]["slots"]) - before)
+            if left <= 0:
+                return out.stdout if out is not None else ""
+            cmd = [REDIS_CLI, "--cluster", "reshard", f"127.0.0.1:{src.port}",
+                   "--cluster-from", self.node_id(src), "--cluster-to", dst_id,
+                   "--cluster-slots", str(left), "--cluster-yes", "--cluster-pipeline", str(pipeline)]
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+            if out.returncode == 0 and "[ERR]" not in out.stdout:
+                return out.stdout
+            moving = re.findall(r"Moving slot (\d+) from", out.stdout)
+            if "NOREPLICAS" not in out.stdout or not moving:
+                break
+            self._finish_slot(int(moving[-1]), src, dst)
+        raise ClusterError(f"reshard failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+
+    def _finish_slot(self, slot, src, dst, timeout_ms=5000):
+        """Complete a slot move that stopped after SETSLOT IMPORTING/MIGRATING."""
+        sa = src.admin()
+        while keys := sa.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000):
+            r = sa.execute_command("MIGRATE", "127.0.0.1", dst.port, "", 0, timeout_ms, "KEYS", *keys)
+            assert to_str(r) in ("OK", "NOKEY"), r
+        did = self.node_id(dst)
+        self._setslot_node(dst, slot, did)
+        self._setslot_node(src, slot, did)
+        for p in self.primaries():
+            if p not in (src, dst):
+                self._setslot_node(p, slot, did)
+
+    @staticmethod
+    def _setslot_node(server, slot, node_id, timeout=60):
+        """CLUSTER SETSLOT slot NODE id, again while Valkey answers NOREPLICAS
+        (its replicas have not acknowledged the change yet)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return server.admin().execute_command("CLUSTER", "SETSLOT", slot, "NODE", node_id)
+            except redis.ResponseError as e:
+                if not str(e).startswith("NOREPLICAS") or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.2)
 
     def move_slot(self, slot, src, dst, batch=None, between=None, timeout_ms=5000):
         """Move one slot by hand: SETSLOT IMPORTING/MIGRATING, MIGRATE the
@@ -298,11 +342,11 @@ class Cluster:
             if between is not None:
                 between(list(moved))
         # the target first, then the source, then everyone else (as redis-cli does)
-        da.execute_command("CLUSTER", "SETSLOT", slot, "NODE", did)
-        sa.execute_command("CLUSTER", "SETSLOT", slot, "NODE", did)
+        self._setslot_node(dst, slot, did)
+        self._setslot_node(src, slot, did)
         for p in self.primaries():
             if p not in (src, dst):
-                p.admin().execute_command("CLUSTER", "SETSLOT", slot, "NODE", did)
+                self._setslot_node(p, slot, did)
         return moved
 
     def __repr__(self):

@@ -5,11 +5,12 @@ Environment:
   REDIS_SERVER    redis-server binary (default: the one on PATH)
 """
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from sessionlib import MODULE_PATH, Server, replicate
+from sessionlib import MODULE_PATH, REDIS_SERVER, FakePrimary, Server, replicate
 
 
 DEFAULT_TIMEOUT = 300  # seconds per test, when pytest-timeout is installed
@@ -25,7 +26,11 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_report_header(config):
     exists = "found" if Path(MODULE_PATH).exists() else "MISSING"
-    return [f"session module: {MODULE_PATH} ({exists})"]
+    try:
+        version = subprocess.run([REDIS_SERVER, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+    except OSError as e:
+        version = f"cannot run: {e}"
+    return [f"session module: {MODULE_PATH} ({exists})", f"server: {REDIS_SERVER} ({version})"]
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -94,6 +99,24 @@ def make_pair(make_server):
         return primary, replica
 
     return make
+
+
+@pytest.fixture
+def make_fed(make_server):
+    """Factory: a server fed by a `FakePrimary` (writable replica, so tests
+    also write to it as clients): make_fed(module_args=..., config=...) ->
+    (server, feeder). The feeder is how tests send internal effects."""
+    feeders = []
+
+    def make(module_args=None, config=None, name="fed"):
+        srv = make_server(module_args=module_args, config=config, name=name)
+        primary = FakePrimary.feed(srv)
+        feeders.append(primary)
+        return srv, primary
+
+    yield make
+    for f in feeders:
+        f.close()
 
 
 @pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])

@@ -135,6 +135,15 @@ def norm_ttl(reply):
     return names, out
 
 
+def error_code(e):
+    """An error reply's code, its first word (NOPERM, READONLY, CONFLICT, ...).
+
+    Tests of errors the server writes (ACL, replicas, OOM) compare this, not
+    the text after it: Redis 7.2+ and Valkey word NOPERM differently from 7.0.
+    """
+    return str(e).split(" ", 1)[0]
+
+
 def err_of(fn, *args, **kw):
     """Run fn; return the full error string it raised (fails if no error)."""
     try:
@@ -486,6 +495,15 @@ def wait_sync(primary, replica, timeout=30):
     wait_for(synced, timeout, what="replica offset == primary offset")
 
 
+# An RDB file (or AOF preamble) starts with "REDIS" and a 4-digit version;
+# Valkey 9 writes "VALKEY" and a 3-digit one ("VALKEY080").
+RDB_MAGICS = (b"REDIS", b"VALKEY")
+
+
+def is_rdb(data):
+    return bytes(data[:6]).startswith(RDB_MAGICS)
+
+
 def copy_aof(src_server, dst_dir):
     """Copy a server's AOF directory (manifest + files) into dst_dir."""
     src = src_server.aof_dir()
@@ -531,7 +549,7 @@ def aof_commands(server):
     cmds = []
     for fname, _type, _seq in files:
         raw = (d / fname).read_bytes()
-        if raw.startswith(b"REDIS"):
+        if is_rdb(raw):
             continue  # RDB preamble base file
         cmds.extend(parse_resp_commands(raw))
     return cmds
@@ -679,3 +697,140 @@ def snapshot(server, with_get=True):
                 e["get"] = "error: " + str(ex)
         out[k] = e
     return {"digest": server.digest(), "keys": out}
+
+
+# ---------------------------------------------------------------------------
+# A fake primary: the only way a test can send the internal effect commands
+# (SESSION.APPLY / APPLYSET / APPLYRENEW) now that clients are refused them.
+
+# An empty RDB: magic and version, EOF, a zero checksum (not checked).
+_EMPTY_RDB = b"REDIS0009\xff" + b"\x00" * 8
+
+
+def _resp(*args):
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        b = a if isinstance(a, bytes) else str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    return b"".join(out)
+
+
+class FakePrimary:
+    """Stands in for a primary: a server made its replica (`replicaof` this
+    port) gets an empty full sync, then whatever `call` streams, run by the
+    server's primary link exactly as a real primary's effects are. A
+    replica's replies to its primary are never sent, but Redis logs each
+    error it answers there; `call` reads the log and raises that error as a
+    `redis.ResponseError`, so tests read like calls from a client."""
+
+    def __init__(self):
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1)
+        self.port = self.listener.getsockname()[1]
+        self.conn = None
+        self.buf = b""
+        self.offset = 0
+        self.replica = None
+
+    @classmethod
+    def feed(cls, server, timeout=20):
+        """Makes a running `server` a writable replica of a new fake primary."""
+        primary = cls()
+        c = server.admin()
+        c.execute_command("CONFIG", "SET", "replica-read-only", "no")
+        c.execute_command("REPLICAOF", "127.0.0.1", primary.port)
+        return primary.attach(server, timeout)
+
+    def attach(self, replica, timeout=20):
+        """Completes the handshake and full sync of `replica` (a `Server`
+        started with `replicaof 127.0.0.1 <self.port>`)."""
+        self.replica = replica
+        self.listener.settimeout(timeout)
+        self.conn, _ = self.listener.accept()
+        self.conn.settimeout(timeout)
+        while True:
+            cmd = self._read_command()
+            name = cmd[0].upper()
+            if name == b"PING":
+                self.conn.sendall(b"+PONG\r\n")
+            elif name in (b"REPLCONF", b"AUTH"):
+                self.conn.sendall(b"+OK\r\n")
+            elif name in (b"PSYNC", b"SYNC"):
+                self.conn.sendall(b"+FULLRESYNC %s 0\r\n" % (b"f" * 40))
+                self.conn.sendall(b"$%d\r\n%s" % (len(_EMPTY_RDB), _EMPTY_RDB))
+                break
+        wait_for(lambda: replica.info("replication").get("master_link_status") == "up",
+                 timeout=timeout, what="the replica to sync with the fake primary")
+        # a full sync restarts the AOF: let that rewrite finish first
+        replica.wait_aof_rewrite_done(timeout)
+        self._send(_resp("SELECT", 0))
+        return self
+
+    def _fill(self):
+        chunk = self.conn.recv(65536)
+        if not chunk:
+            raise AssertionError("the replica closed its link to the fake primary")
+        self.buf += chunk
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            self._fill()
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _read_command(self):
+        head = self._line()
+        if not head.startswith(b"*"):
+            return head.split()
+        args = []
+        for _ in range(int(head[1:])):
+            n = int(self._line()[1:])
+            while len(self.buf) < n + 2:
+                self._fill()
+            args.append(self.buf[:n])
+            self.buf = self.buf[n + 2:]
+        return args
+
+    def _send(self, data):
+        self.conn.sendall(data)
+        self.offset += len(data)
+
+    def sync(self, timeout=20):
+        """Returns once the replica has run everything sent so far."""
+        target = self.offset
+        self._send(_resp("REPLCONF", "GETACK", "*"))
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            cmd = self._read_command()
+            if len(cmd) >= 3 and cmd[0].upper() == b"REPLCONF" and cmd[1].upper() == b"ACK" \
+                    and int(cmd[2]) >= target:
+                return
+        raise AssertionError("the replica did not acknowledge the fake primary's stream")
+
+    def _log_size(self):
+        try:
+            return self.replica.logfile.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def call(self, *args):
+        """Streams one command and waits until the replica ran it; raises
+        the error it answered, if any."""
+        start = self._log_size()
+        self._send(_resp(*args))
+        self.sync()
+        with open(self.replica.logfile, "rb") as f:
+            f.seek(start)
+            new = f.read().decode(errors="replace")
+        marker = "sending an error to its master: '"
+        for line in new.splitlines():
+            if marker in line:
+                msg = line.split(marker, 1)[1].rsplit("' after processing the command", 1)[0]
+                raise redis.ResponseError(msg.lstrip("-"))
+
+    def close(self):
+        for s in (self.conn, self.listener):
+            if s is not None:
+                s.close()

@@ -10,7 +10,7 @@ import time
 
 import redis
 
-from sessionlib import err_of, new_key, norm_session, pairs_to_dict, to_str, wait_for
+from sessionlib import err_of, error_code, new_key, norm_session, pairs_to_dict, to_str, wait_for
 
 # SPEC §4 SESSION.STATS, in reply order.
 STATS_FIELDS = [
@@ -192,9 +192,10 @@ class Events:
             pass
 
 
-def expect_error(prefix, fn, *a, **kw):
+def expect_error(code, fn, *a, **kw):
+    """The error fn raises, after checking its code (first word) is `code`."""
     e = err_of(fn, *a, **kw)
-    assert e.startswith(prefix), f"expected an error starting with {prefix!r}, got {e!r}"
+    assert error_code(e) == code, f"expected a {code} error, got {e!r}"
     return e
 
 

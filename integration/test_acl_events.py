@@ -5,7 +5,7 @@ operations performed.
 
 import pytest
 
-from sessionlib import err_of, new_key, wait_for
+from sessionlib import err_of, error_code, new_key, wait_for
 from tenants_helpers import (
     STATS_FIELDS,
     Events,
@@ -24,8 +24,6 @@ from tenants_helpers import (
     tenant_list,
     wait_key_gone,
 )
-
-NOPERM_KEYS = "NOPERM this user has no permissions to access one of the keys used as arguments"
 
 SESSION_CMDS = ["session.create", "session.get", "session.renew", "session.set", "session.cas", "session.revoke",
                 "session.ttl", "session.list", "session.revokeall", "session.count", "session.tenant",
@@ -79,7 +77,9 @@ def test_acl_other_tenant_refused(server, tenants_setup, rules):
     admin, g, _a = tenants_setup
     u = acl_client(server, "acmeuser", RULES[rules])
     gk = g[0]
-    # keyed commands: Redis's own key permission check
+    # keyed commands: Redis's own key permission check (the same commands on
+    # acme's keys pass in test_acl_own_tenant_allowed, so this is the key check;
+    # the text after NOPERM differs between 7.0, 7.2+ and Valkey)
     for args in [
         ["SESSION.CREATE", new_key("globex")],
         ["SESSION.GET", gk],
@@ -90,7 +90,8 @@ def test_acl_other_tenant_refused(server, tenants_setup, rules):
         ["SESSION.REVOKE", gk],
         ["SESSION.TTL", gk],
     ]:
-        assert err_of(cmd, u, *args) == NOPERM_KEYS, args
+        e = err_of(cmd, u, *args)
+        assert error_code(e) == "NOPERM", (args, e)
     # keyless commands naming another tenant
     for args in [
         ["SESSION.LIST", "globex", "alice"],

@@ -823,8 +823,10 @@ def test_restore_semantic_mutations_do_not_crash(rsrv):
 
 
 @pytest.fixture
-def aofsrv(make_server):
-    return make_server(module_args={"touch-resolution": 0}, config={"appendonly": "yes"}, name="aof")
+def fed(make_fed):
+    """A server with its AOF on, and the fake primary that sends it effects
+    (clients may not)."""
+    return make_fed(module_args={"touch-resolution": 0}, config={"appendonly": "yes"}, name="aof")
 
 
 def apply_payload_of(srv, key):
@@ -834,22 +836,24 @@ def apply_payload_of(srv, key):
     raise AssertionError(f"no SESSION.APPLY for {key} in the AOF")
 
 
-def test_apply_replay_of_own_payload_is_idempotent(aofsrv):
+def test_apply_replay_of_own_payload_is_idempotent(fed):
+    aofsrv, feed = fed
     r = aofsrv.client()
     rb = aofsrv.client(decode=False)
     k = rich_session(r, field_write=False)  # a SET would go out as APPLYSET, after the payload
     before = get(r, k)
     pt = cmd(r, "PEXPIRETIME", k)
     payload = apply_payload_of(aofsrv, k)
-    cmd(rb, "SESSION.APPLY", k, payload)
+    feed.call("SESSION.APPLY", k, payload)
     assert get(r, k) == before
     assert cmd(r, "PEXPIRETIME", k) == pt
 
 
-def test_applyset_bad_input_changes_nothing(aofsrv):
+def test_applyset_bad_input_changes_nothing(fed):
     """SESSION.APPLYSET (the effect of a field-level SET) refuses what no
     primary sends: bad arity, versions and options, IFVERSION, a key of
-    another type, a revoked session. Nothing changes; a missing key is 0."""
+    another type, a revoked session. Nothing changes; a missing key stays so."""
+    aofsrv, feed = fed
     r = aofsrv.client()
     k = rich_session(r)
     before = get(r, k)
@@ -860,31 +864,32 @@ def test_applyset_bad_input_changes_nothing(aofsrv):
                  a + [5, "IFVERSION", 2, "DATA", "x", "y"], a + [5, "META", 2, "ip", "1"],
                  a + [5, "UNSET", "x", "cart"], a + [5, "UNSET", -1], a + [5, "BOGUS", 1],
                  a + [5, "META", 1, "ip", "1", "META", 1, "ua", "2"], a + [5, "DATA", "x", "y", "z"]):
-        e = err_of(cmd, r, *args)
+        e = err_of(feed.call, *args)
         assert e.startswith("ERR"), (args, e)
         assert get(r, k) == before
         assert cmd(r, "DEBUG", "DIGEST-VALUE", k) == dv
     fresh = new_key()
-    assert cmd(r, "SESSION.APPLYSET", fresh, 2, "DATA", "x", "y") == 0
+    feed.call("SESSION.APPLYSET", fresh, 2, "DATA", "x", "y")
     assert cmd(r, "EXISTS", fresh) == 0
     r.set(fresh, "plain")
-    assert err_of(cmd, r, "SESSION.APPLYSET", fresh, 2, "DATA", "x", "y").startswith("WRONGTYPE")
+    assert err_of(feed.call, "SESSION.APPLYSET", fresh, 2, "DATA", "x", "y").startswith("WRONGTYPE")
     assert r.get(fresh) == "plain"
     cmd(r, "SESSION.REVOKE", k, "REASON", "gone")
     dv = cmd(r, "DEBUG", "DIGEST-VALUE", k)
-    assert err_of(cmd, r, "SESSION.APPLYSET", k, 9, "DATA", "x", "y") == "REVOKED gone"
+    assert err_of(feed.call, "SESSION.APPLYSET", k, 9, "DATA", "x", "y") == "REVOKED gone"
     assert cmd(r, "DEBUG", "DIGEST-VALUE", k) == dv
 
 
-def test_applyset_applies_what_the_primary_merged(aofsrv):
-    """Sent by hand, APPLYSET merges like SET (limits aside: they were the
+def test_applyset_applies_what_the_primary_merged(fed):
+    """From a primary, APPLYSET merges like SET (limits aside: they were the
     primary's to check) and takes the version it is given."""
+    aofsrv, feed = fed
     r = aofsrv.client()
     k = rich_session(r)
     cmd(r, "CONFIG", "SET", "session.max-fields", 4)
     try:
-        assert cmd(r, "SESSION.APPLYSET", k, 77, "META", 1, "ip", "10.9.9.9", "UNSET", 2, "n", "nope",
-                   "DATA", "a", "1", "b", "2", "a", "3") == 1
+        feed.call("SESSION.APPLYSET", k, 77, "META", 1, "ip", "10.9.9.9", "UNSET", 2, "n", "nope",
+                  "DATA", "a", "1", "b", "2", "a", "3")
     finally:
         cmd(r, "CONFIG", "SET", "session.max-fields", 256)
     got = get(r, k)
@@ -894,7 +899,8 @@ def test_applyset_applies_what_the_primary_merged(aofsrv):
     assert got["data"]["a"] == "3"
 
 
-def test_apply_garbage_refused(aofsrv):
+def test_apply_garbage_refused(fed):
+    aofsrv, feed = fed
     r = aofsrv.client()
     rb = aofsrv.client(decode=False)
     k = rich_session(r)
@@ -906,10 +912,10 @@ def test_apply_garbage_refused(aofsrv):
                payload[:1], payload[:-1], payload[: len(payload) // 2], payload[1:]]
     fresh = new_key()
     for g in garbage:
-        e = err_of(cmd, rb, "SESSION.APPLY", fresh, g)
+        e = err_of(feed.call, "SESSION.APPLY", fresh, g)
         assert e.startswith("ERR"), (g[:20], e)
         assert cmd(r, "EXISTS", fresh) == 0
-        e = err_of(cmd, rb, "SESSION.APPLY", k, g)
+        e = err_of(feed.call, "SESSION.APPLY", k, g)
         assert e.startswith("ERR"), (g[:20], e)
         assert get(r, k) == before
         assert cmd(r, "DEBUG", "DIGEST-VALUE", k) == dv
@@ -919,7 +925,7 @@ def test_apply_garbage_refused(aofsrv):
         b = bytearray(payload)
         b[pos] ^= 0x5A
         try:
-            cmd(rb, "SESSION.APPLY", k2, bytes(b))
+            feed.call("SESSION.APPLY", k2, bytes(b))
             exercise(rb, k2)
         except redis.ResponseError:
             pass
@@ -927,7 +933,8 @@ def test_apply_garbage_refused(aofsrv):
     assert r.ping()
 
 
-def test_apply_arity_and_applyrenew_garbage(aofsrv):
+def test_apply_arity_and_applyrenew_garbage(fed):
+    aofsrv, feed = fed
     r = aofsrv.client()
     k = rich_session(r)
     before = get(r, k)
@@ -936,18 +943,18 @@ def test_apply_arity_and_applyrenew_garbage(aofsrv):
                  ["SESSION.APPLYRENEW", k, "abc", 1000, 1], ["SESSION.APPLYRENEW", k, 1, "x", 1],
                  ["SESSION.APPLYRENEW", k, 1, 1000, "v"], ["SESSION.APPLYRENEW", k, -1, 1000, 1],
                  ["SESSION.APPLYRENEW", k, 1, -1000, 1], ["SESSION.APPLYRENEW", k, 1, 0, 1]):
-        e = err_of(cmd, r, *args)
+        e = err_of(feed.call, *args)
         assert e.startswith("ERR"), (args, e)
         assert get(r, k) == before
     # on a missing key nothing is created
     fresh = new_key()
     try:
-        cmd(r, "SESSION.APPLYRENEW", fresh, 1, 1000, 1)
+        feed.call("SESSION.APPLYRENEW", fresh, 1, 1000, 1)
     except redis.ResponseError:
         pass
     assert cmd(r, "EXISTS", fresh) == 0
     # on a key of another type: an error, and the key is untouched
     r.set(fresh, "plain")
-    e = err_of(cmd, r, "SESSION.APPLYRENEW", fresh, 1, 1000, 1)
+    e = err_of(feed.call, "SESSION.APPLYRENEW", fresh, 1, 1000, 1)
     assert e.startswith(("WRONGTYPE", "ERR")), e
     assert r.get(fresh) == "plain"

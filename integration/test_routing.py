@@ -131,7 +131,6 @@ def test_ring_bad_input_changes_nothing(server):
         (("SESSION.ROUTE", "ring", "id", "COUNT"), E_SYNTAX),
         (("SESSION.ROUTE", "ring", "id", "STICKY", "a", "STICKY", "b"), E_SYNTAX),
         (("SESSION.ROUTE", "ring", "id", "NEAR", "a"), E_SYNTAX),
-        (("SESSION.RING.APPLY", "ring", b"\x01garbage"), None),
     ]
     for args, want in bad:
         e = err_of(r.execute_command, *args)
@@ -150,6 +149,28 @@ def test_ring_bad_input_changes_nothing(server):
     assert err_of(r.get, "ring") == E_WRONGTYPE
     r.execute_command("SESSION.RING.SET", "sess:acme:AAAAAAAAAAAAAAAAAAAAAA", "NODE", "a", 1)
     assert err_of(r.execute_command, "SESSION.GET", "sess:acme:AAAAAAAAAAAAAAAAAAAAAA") == E_WRONGTYPE
+
+
+def test_effects_are_internal_and_checked(make_fed):
+    srv, feeder = make_fed(name="ringfx")
+    r = srv.client()
+    r.execute_command("SESSION.RING.SET", "ring", "NODE", "a", 1, "NODE", "b", 2)
+    d = r.execute_command("DEBUG", "DIGEST-VALUE", "ring")
+    # clients cannot send the effects, whatever their ACL
+    for args in (("SESSION.RING.APPLY", "ring", b"\x01x"), ("SESSION.RING.APPLYLOAD", "ring", 1, "a", 1)):
+        assert "is internal" in err_of(r.execute_command, *args)
+    # from the primary's link: a bad payload or load is refused and changes nothing
+    for args in (("SESSION.RING.APPLY", "ring", b"\x01garbage"), ("SESSION.RING.APPLY", "ring"),
+                 ("SESSION.RING.APPLYLOAD", "ring", 5, "zz", 1), ("SESSION.RING.APPLYLOAD", "ring", 5, "a", -1),
+                 ("SESSION.RING.APPLYLOAD", "ring", "x", "a", 1)):
+        with pytest.raises(redis.ResponseError):
+            feeder.call(*args)
+    assert r.execute_command("DEBUG", "DIGEST-VALUE", "ring") == d
+    # a good load at an absolute time, then a whole ring over it
+    feeder.call("SESSION.RING.APPLYLOAD", "ring", srv.time_ms() - 2500, "a", 9)
+    g = ring_get(r, "ring")
+    assert g["nodes"]["a"]["load"] == 9 and g["nodes"]["a"]["load_age_ms"] >= 2500
+    assert g["version"] == 1, "a load carries no version"
 
 
 def test_corrupt_restore_is_refused(server):
@@ -315,7 +336,10 @@ def test_aof_reload_and_rewrite(make_server, preamble):
     assert ring_state(r) == before
 
 
-def test_server_answers_the_vectors(server):
+def test_server_answers_the_vectors(make_fed):
+    # loads with given ages go in as the primary's effect (RING.APPLYLOAD at
+    # an absolute time), streamed by a stand-in primary
+    server, feeder = make_fed(name="vectors")
     r = server.client()
     for n, case in enumerate(VECTORS["cases"]):
         key = f"vec:{n}"
@@ -332,7 +356,7 @@ def test_server_answers_the_vectors(server):
                 # clock runs on while the test talks to it
                 age = node["load_age_ms"]
                 age = max(0, age - 1000) if age <= ttl else age + 1000
-                r.execute_command("SESSION.RING.APPLYLOAD", key, now - age, node["name"], node["load"])
+                feeder.call("SESSION.RING.APPLYLOAD", key, now - age, node["name"], node["load"])
         for q in case["queries"]:
             args = ["SESSION.ROUTE", key, q["id"]]
             if q["sticky"] is not None:

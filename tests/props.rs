@@ -48,7 +48,7 @@ fn session() -> impl Strategy<Value = Session> {
 }
 
 proptest! {
-    /// The state at any instant is exactly SPEC §3's definition.
+    /// The state at any instant is exactly the README's definition (*Expiry*).
     #[test]
     fn state_matches_the_spec(s in session(), dt in -10i64..2_000_000) {
         let now = s.created + dt;

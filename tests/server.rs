@@ -30,6 +30,11 @@ fn module_path() -> String {
     })
 }
 
+/// The server binary: $REDIS_SERVER (as the Python harness), else `redis-server` on PATH.
+fn server_binary() -> String {
+    std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_string())
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -58,7 +63,7 @@ impl Server {
             module_path(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = Command::new("redis-server")
+        let child = Command::new(server_binary())
             .args(&args)
             .stdout(Stdio::null())
             .spawn()

@@ -3,7 +3,7 @@
 # (started here, stopped on exit), or on REDIS_URL when it is set.
 #   MODULE       the module .so (make passes it)      PY           the venv's python
 #   REDIS_URL    use this Redis instead               EXAMPLE_PORT the app's port (8000)
-#   REDIS_PORT   the local redis-server's port (6390)
+#   REDIS_PORT   the local redis-server's port (6390)  REDIS_SERVER the server binary (redis-server)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -14,7 +14,7 @@ EXAMPLE_PORT="${EXAMPLE_PORT:-8000}"
 if [ -z "${REDIS_URL:-}" ]; then
     port="${REDIS_PORT:-6390}"
     dir="$(mktemp -d -t example-redis-XXXXXX)"
-    redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" \
+    "${REDIS_SERVER:-redis-server}" --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" \
         --logfile "$dir/redis.log" --loadmodule "$MODULE" &
     redis_pid=$!
     trap 'kill "$redis_pid" 2>/dev/null; wait "$redis_pid" 2>/dev/null; rm -rf "$dir"' EXIT

@@ -12,6 +12,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use super::seal;
+use super::session::{Flags, Session};
+
 // The index is keyed by what clients choose (subjects, key names), so its
 // tables use std's randomly keyed SipHash, like Redis's own dicts: with a
 // fixed hash (xxh3's default secret) chosen names could be made to collide
@@ -31,6 +34,65 @@ pub struct Indexed<'a> {
     /// How many data values the session has, and the key id they are held
     /// sealed under: empty for values held in plaintext.
     pub seal: Option<(&'a [u8], u64)>,
+}
+
+impl<'a> Indexed<'a> {
+    /// What the index holds of a value of `tenant`: `None` for a revoked
+    /// tombstone (not live, not indexed).
+    pub fn of(tenant: &'a [u8], s: &'a Session) -> Option<Indexed<'a>> {
+        if s.flags.contains(Flags::REVOKED) {
+            return None;
+        }
+        // Plaintext values count under the empty id: they go out under
+        // whichever key is active when they are written out.
+        let n = s.data.len() as u64;
+        let seal = if s.data.is_empty() {
+            None
+        } else if !s.flags.contains(Flags::SEALED) {
+            Some((&b""[..], n))
+        } else {
+            s.data
+                .iter()
+                .next()
+                .and_then(|(_, v)| seal::key_id(v))
+                .map(|id| (id, n))
+        };
+        Some(Indexed {
+            tenant,
+            subject: &s.subject,
+            data_bytes: s.data.payload_bytes() as u64,
+            seal,
+        })
+    }
+}
+
+/// What [`Indexed::of`] said of a value before it changed in place. No
+/// write in place changes the subject, so it is read from the value
+/// afterwards; the key id is copied only for a value held sealed
+/// (plaintext: empty, no allocation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Before {
+    data_bytes: u64,
+    seal: Option<(Vec<u8>, u64)>,
+}
+
+impl Before {
+    pub fn of(s: &Session) -> Option<Before> {
+        let i = Indexed::of(b"", s)?;
+        Some(Before {
+            data_bytes: i.data_bytes,
+            seal: i.seal.map(|(id, n)| (id.to_vec(), n)),
+        })
+    }
+
+    fn view<'a>(&'a self, tenant: &'a [u8], subject: &'a [u8]) -> Indexed<'a> {
+        Indexed {
+            tenant,
+            subject,
+            data_bytes: self.data_bytes,
+            seal: self.seal.as_ref().map(|(id, n)| (&id[..], *n)),
+        }
+    }
 }
 
 /// Live totals of one tenant.
@@ -264,6 +326,22 @@ impl Index {
         })
     }
 
+    /// Moves the entry of `key` from what `before` said (`None`: not
+    /// indexed) to what `s`, of `tenant`, is now.
+    pub fn follow(&mut self, db: usize, key: &[u8], tenant: &[u8], before: Option<&Before>, s: &Session) {
+        let old = before.map(|b| b.view(tenant, &s.subject));
+        match (old, Indexed::of(tenant, s)) {
+            (Some(old), Some(new)) => self.update(db, key, &old, &new),
+            (Some(old), None) => {
+                self.remove(db, key, &old);
+            }
+            (None, Some(new)) => {
+                self.add(db, key, &new);
+            }
+            (None, None) => {}
+        }
+    }
+
     /// The keys of a subject's sessions in `db`, sorted.
     pub fn keys_of(&self, db: usize, tenant: &[u8], subject: &[u8]) -> Vec<Vec<u8>> {
         if subject.is_empty() {
@@ -468,5 +546,45 @@ mod tests {
         ix.remove(0, b"s1", &sealed(b"k2", 2));
         ix.remove(1, b"s3", &sealed(b"", 4));
         assert!(ix.sealed_counts(Some(b"k2")).is_empty());
+    }
+
+    #[test]
+    fn follows_a_value_through_its_changes() {
+        use crate::core::flatmap::FlatMap;
+        use crate::core::session::{Limits, Timeouts};
+        let t = Timeouts {
+            idle: 10,
+            absolute: 0,
+            grace: 0,
+        };
+        let data = FlatMap::from_pairs([(&b"a"[..], &b"12"[..])]);
+        let mut s = Session::create(0, b"u", t, FlatMap::new(), data, &Limits::NONE).unwrap();
+        let entry = Indexed::of(b"acme", &s).unwrap();
+        assert_eq!((entry.data_bytes, entry.seal), (3, Some((&b""[..], 1))));
+        let mut ix = Index::default();
+        ix.follow(0, b"k", b"acme", None, &s);
+        assert_eq!(
+            ix.live(0, b"acme"),
+            Live {
+                sessions: 1,
+                data_bytes: 3
+            }
+        );
+        let before = Before::of(&s);
+        s.set(None, &[], &[], &[(b"b", b"1")], &Limits::NONE).unwrap();
+        ix.follow(0, b"k", b"acme", before.as_ref(), &s);
+        assert_eq!(
+            ix.live(0, b"acme"),
+            Live {
+                sessions: 1,
+                data_bytes: 5
+            }
+        );
+        let before = Before::of(&s);
+        s.revoke(1, b"", 10);
+        assert!(Indexed::of(b"acme", &s).is_none() && Before::of(&s).is_none());
+        ix.follow(0, b"k", b"acme", before.as_ref(), &s);
+        assert!(ix.is_empty());
+        assert_eq!(ix.live_total(None), Live::default());
     }
 }

@@ -1,4 +1,4 @@
-//! The key grammar: `<prefix><tenant>:<sid>` (SPEC §2).
+//! The key grammar: `<prefix><tenant>:<sid>` (README, *Keys and tenants*).
 
 pub const TENANT_MAX: usize = 64;
 pub const SID_MIN: usize = 16;

@@ -1,6 +1,7 @@
 //! Session logic in plain Rust: no Redis types anywhere below here, so all
 //! of it is unit- and property-tested without a server.
 
+pub mod effect;
 pub mod encoding;
 pub mod flatmap;
 pub mod index;

@@ -1,4 +1,4 @@
-//! Sealing data values at rest with XChaCha20-Poly1305 (SPEC §7).
+//! Sealing data values at rest with XChaCha20-Poly1305 (README, *Sealed data at rest*).
 //!
 //! A sealed value is `2 | id_len | id | nonce(24) | ciphertext+tag`. The
 //! associated data binds the session's key name (which holds its tenant and

@@ -99,6 +99,20 @@ pub enum Error {
     /// The session's current version, which the request did not match.
     Conflict(i64),
     TooBig(String),
+    /// Input no command accepts (a revoke reason with CR or LF).
+    Syntax,
+}
+
+/// A revoke reason (`REVOKE`, `REVOKEALL`): one line, at most
+/// [`REASON_MAX`] bytes.
+pub fn check_reason(reason: &[u8]) -> Result<(), Error> {
+    if reason.iter().any(|&b| b == b'\r' || b == b'\n') {
+        return Err(Error::Syntax);
+    }
+    if reason.len() > REASON_MAX {
+        return Err(Error::TooBig(format!("reason longer than {REASON_MAX} bytes")));
+    }
+    Ok(())
 }
 
 /// What a renewal did.
@@ -110,7 +124,7 @@ pub struct Renewal {
     pub revived: bool,
 }
 
-/// Milliseconds left on each clock (SPEC `SESSION.TTL`); -1 where no limit applies.
+/// Milliseconds left on each clock (README, `SESSION.TTL`); -1 where no limit applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ttl {
     pub state: State,
@@ -508,6 +522,18 @@ mod tests {
         s.revoke(1_000_100, b"logout", 100);
         assert_eq!(s.end_of_life(), 1_000_200);
         assert_eq!(s.state(1_000_200), State::Expired);
+    }
+
+    #[test]
+    fn reasons_are_one_short_line() {
+        assert_eq!(check_reason(b""), Ok(()));
+        assert_eq!(check_reason(&[b'r'; REASON_MAX]), Ok(()));
+        assert!(matches!(
+            check_reason(&[b'r'; REASON_MAX + 1]),
+            Err(Error::TooBig(_))
+        ));
+        assert_eq!(check_reason(b"a\nb"), Err(Error::Syntax));
+        assert_eq!(check_reason(b"a\r"), Err(Error::Syntax));
     }
 
     #[test]

@@ -19,40 +19,48 @@ pub struct Counters {
     pub evicted: u64,
 }
 
-/// One counter, named as in the SPEC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Counter {
-    Created,
-    Hits,
-    Misses,
-    Touches,
-    TouchesPropagated,
-    Renewals,
-    GraceRenewals,
-    CasConflicts,
-    Revocations,
-    Expired,
-    Evicted,
+bitflags::bitflags! {
+    /// A set of counters, each bumped once (named as in the README's
+    /// `SESSION.STATS`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    pub struct Counts: u16 {
+        const CREATED = 1;
+        const HITS = 1 << 1;
+        const MISSES = 1 << 2;
+        const TOUCHES = 1 << 3;
+        const TOUCHES_PROPAGATED = 1 << 4;
+        const RENEWALS = 1 << 5;
+        const GRACE_RENEWALS = 1 << 6;
+        const CAS_CONFLICTS = 1 << 7;
+        const REVOCATIONS = 1 << 8;
+        const EXPIRED = 1 << 9;
+        const EVICTED = 1 << 10;
+    }
 }
 
 impl Counters {
-    fn slot(&mut self, c: Counter) -> &mut u64 {
-        match c {
-            Counter::Created => &mut self.created,
-            Counter::Hits => &mut self.hits,
-            Counter::Misses => &mut self.misses,
-            Counter::Touches => &mut self.touches,
-            Counter::TouchesPropagated => &mut self.touches_propagated,
-            Counter::Renewals => &mut self.renewals,
-            Counter::GraceRenewals => &mut self.grace_renewals,
-            Counter::CasConflicts => &mut self.cas_conflicts,
-            Counter::Revocations => &mut self.revocations,
-            Counter::Expired => &mut self.expired,
-            Counter::Evicted => &mut self.evicted,
+    /// Adds one to each counter in `cs` (a read sets two to four).
+    fn bump(&mut self, cs: Counts) {
+        for c in cs.iter() {
+            let slot = match c {
+                Counts::CREATED => &mut self.created,
+                Counts::HITS => &mut self.hits,
+                Counts::MISSES => &mut self.misses,
+                Counts::TOUCHES => &mut self.touches,
+                Counts::TOUCHES_PROPAGATED => &mut self.touches_propagated,
+                Counts::RENEWALS => &mut self.renewals,
+                Counts::GRACE_RENEWALS => &mut self.grace_renewals,
+                Counts::CAS_CONFLICTS => &mut self.cas_conflicts,
+                Counts::REVOCATIONS => &mut self.revocations,
+                Counts::EXPIRED => &mut self.expired,
+                Counts::EVICTED => &mut self.evicted,
+                _ => continue,
+            };
+            *slot += 1;
         }
     }
 
-    /// Name/value pairs in the SPEC's order (without the live totals).
+    /// Name/value pairs in the README's order (without the live totals).
     pub fn named(&self) -> [(&'static str, u64); 11] {
         [
             ("created", self.created),
@@ -78,26 +86,20 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Counts `c` for `tenant`. A tenant seen for the first time only gets a
-    /// row of its own when `new_tenant_ok`: misses on made-up tenants must
-    /// not grow module memory.
-    pub fn bump(&mut self, tenant: &[u8], c: Counter, new_tenant_ok: bool) {
-        self.bump_all(tenant, &[c], new_tenant_ok);
-    }
-
-    /// Counts each of `cs` for `tenant` with one lookup (the read path).
-    pub fn bump_all(&mut self, tenant: &[u8], cs: &[Counter], new_tenant_ok: bool) {
-        for &c in cs {
-            *self.total.slot(c) += 1;
+    /// Counts `cs` for `tenant` with one lookup. A tenant seen for the
+    /// first time only gets a row of its own when `new_tenant_ok`: misses on
+    /// made-up tenants must not grow module memory.
+    pub fn bump(&mut self, tenant: &[u8], cs: Counts, new_tenant_ok: bool) {
+        if cs.is_empty() {
+            return;
         }
+        self.total.bump(cs);
         let row = match self.per_tenant.get_mut(tenant) {
             Some(row) => row,
             None if new_tenant_ok => self.per_tenant.entry(tenant.into()).or_default(),
             None => return,
         };
-        for &c in cs {
-            *row.slot(c) += 1;
-        }
+        row.bump(cs);
     }
 
     /// Tenants that have a row of counters (unordered).
@@ -117,14 +119,14 @@ mod tests {
     #[test]
     fn counts_per_tenant_and_in_all() {
         let mut s = Stats::default();
-        s.bump(b"a", Counter::Misses, false);
-        s.bump(b"a", Counter::Created, true);
-        s.bump(b"a", Counter::Misses, false);
-        s.bump(b"b", Counter::Hits, true);
+        s.bump(b"a", Counts::MISSES, false);
+        s.bump(b"a", Counts::CREATED, true);
+        s.bump(b"a", Counts::MISSES, false);
+        s.bump(b"b", Counts::HITS | Counts::TOUCHES, true);
         assert_eq!(s.total.misses, 2);
         assert_eq!(s.tenant(b"a").misses, 1);
         assert_eq!(s.tenant(b"a").created, 1);
-        assert_eq!(s.tenant(b"b").hits, 1);
+        assert_eq!((s.tenant(b"b").hits, s.tenant(b"b").touches), (1, 1));
         assert_eq!(s.tenant(b"zz"), Counters::default());
         let mut names: Vec<&[u8]> = s.tenants().collect();
         names.sort();

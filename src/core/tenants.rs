@@ -73,6 +73,39 @@ impl Settings {
     }
 }
 
+/// What a new session of a subject meets under the tenant's cap on
+/// sessions per subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cap {
+    /// Under the cap, or no cap (or no subject).
+    Room,
+    /// `ONLIMIT reject`: the create is refused with this message.
+    Reject(String),
+    /// `ONLIMIT evict-oldest`: revoke this many of the subject's oldest.
+    Evict(usize),
+}
+
+impl Settings {
+    /// The cap's verdict for a subject that has `live` live sessions.
+    pub fn cap(&self, subject: &[u8], live: usize) -> Cap {
+        let cap = self.maxpersubject.unwrap_or(0).max(0) as usize;
+        if cap == 0 || subject.is_empty() || live < cap {
+            return Cap::Room;
+        }
+        match self.onlimit.unwrap_or_default() {
+            OnLimit::Reject => Cap::Reject(format!("subject has {live} sessions, tenant allows {cap}")),
+            OnLimit::EvictOldest => Cap::Evict(live + 1 - cap),
+        }
+    }
+}
+
+/// The `n` oldest of a subject's sessions, given as (key, created): by
+/// creation time, then by key, so every server picks the same ones.
+pub fn oldest(mut live: Vec<(Vec<u8>, i64)>, n: usize) -> Vec<Vec<u8>> {
+    live.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+    live.into_iter().take(n).map(|(key, _)| key).collect()
+}
+
 /// Every tenant's settings, in name order.
 pub type Table = BTreeMap<Vec<u8>, Settings>;
 
@@ -107,6 +140,27 @@ pub fn decode(buf: &[u8]) -> Result<Table, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cap_and_eviction_choice() {
+        let capped = |onlimit| Settings {
+            maxpersubject: Some(2),
+            onlimit,
+            ..Default::default()
+        };
+        assert_eq!(Settings::default().cap(b"u", 1000), Cap::Room);
+        assert_eq!(capped(None).cap(b"", 1000), Cap::Room, "no subject, no cap");
+        assert_eq!(capped(None).cap(b"u", 1), Cap::Room);
+        assert_eq!(
+            capped(None).cap(b"u", 2),
+            Cap::Reject("subject has 2 sessions, tenant allows 2".into())
+        );
+        assert_eq!(capped(Some(OnLimit::EvictOldest)).cap(b"u", 2), Cap::Evict(1));
+        assert_eq!(capped(Some(OnLimit::EvictOldest)).cap(b"u", 5), Cap::Evict(4));
+        let live = vec![(b"k3".to_vec(), 5), (b"k1".to_vec(), 7), (b"k2".to_vec(), 5)];
+        assert_eq!(oldest(live.clone(), 2), vec![b"k2".to_vec(), b"k3".to_vec()]);
+        assert_eq!(oldest(live, 9).len(), 3);
+    }
 
     #[test]
     fn merge_and_round_trip() {

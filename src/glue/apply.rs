@@ -1,155 +1,112 @@
-//! The one path every session write takes after its transition: key expiry,
-//! propagation to replicas and the AOF, `WATCH` invalidation, keyspace
-//! events, the per-subject index and the counters. Keeping them together
-//! means no command can do one and forget another.
+//! The applier: the one path every session write takes, whatever made it —
+//! a client's command (through a `core::effect` transition) or an effect
+//! from the primary or the AOF (`cmd_internal`). From the effect alone it
+//! stores the value, sets the key's expiry, propagates the effect to
+//! replicas and the AOF, signals `WATCH`/tracking, publishes the keyspace
+//! event, and keeps the per-subject index and the counters. No other code
+//! does any of these, so no write can do one and forget another.
+//!
+//! Also here: the index and counters for what happens to keys outside our
+//! commands (`events`), which go through the same state.
 
-use std::ffi::CStr;
-
-use super::rm::{Ctx, Key, RStr};
-use super::{config, sealing, state};
-use crate::core::index::{Index, Indexed};
+use super::guard::CmdError;
+use super::rm::{self, Ctx, Key, RStr, Slot};
+use super::{config, sealing, state, wire};
+use crate::core::effect::{self, Whole};
+use crate::core::index::{Before, Indexed};
 use crate::core::keys;
-use crate::core::seal;
-use crate::core::session::{Flags, Session};
-use crate::core::stats::Counter;
+use crate::core::session::Session;
+use crate::core::stats::Counts;
 
-/// What kind of write happened, which decides how it propagates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Write<'a> {
-    Create,
-    /// A renewal: only last access, idle timeout and version moved.
-    /// `visible` when a reader sees more than the deadlines move (the
-    /// version, or a session in grace back to active): only then are
-    /// `WATCH` and client-side caches told.
-    Renew {
-        visible: bool,
-    },
-    /// A write of the whole data map (CAS).
-    Set,
-    /// A field-level SESSION.SET; its options as the client sent them, less
-    /// IFVERSION. Where values leave in plaintext, replicas and the AOF get
-    /// these and the new version (SESSION.APPLYSET) instead of the value.
-    Fields(&'a [RStr]),
-    Revoke,
+/// An effect on a session key, its passed-on arguments held as module strings.
+pub type Effect<'w> = effect::Effect<'w, RStr>;
+
+/// The value a write leaves in the key.
+pub enum Value {
+    /// Changed in place; what the index held of it before (`Before::of`).
+    InPlace(Option<Before>),
+    /// A whole new value to store (replacing any old one, which leaves the
+    /// index through the type's unlink callback).
+    New(Box<Session>),
 }
 
-impl Write<'_> {
-    fn event(self) -> &'static CStr {
-        match self {
-            Write::Create => c"session.create",
-            Write::Renew { .. } => c"session.renew",
-            Write::Set | Write::Fields(_) => c"session.set",
-            Write::Revoke => c"session.revoke",
+/// Applies `e` to the key `name` (open for writing as `key`, of `tenant`
+/// when it is a session key under the configured prefix) and returns the
+/// value as it now is.
+pub fn commit<'k>(
+    ctx: Ctx,
+    key: &'k Key,
+    name: RStr,
+    tenant: Option<&[u8]>,
+    value: Value,
+    e: &Effect,
+) -> Result<&'k Session, CmdError> {
+    let before = match value {
+        Value::InPlace(before) => before,
+        Value::New(s) => {
+            if !key.put(s) {
+                return Err(CmdError::Err("could not store the session".into()));
+            }
+            None
         }
-    }
-}
-
-/// What the index holds of a value: `None` for a revoked tombstone (not
-/// live, not indexed).
-pub fn indexed<'a>(tenant: &'a [u8], s: &'a Session) -> Option<Indexed<'a>> {
-    if s.flags.contains(Flags::REVOKED) {
-        return None;
-    }
-    // Plaintext values count under the empty id: they go out under
-    // whichever key is active when they are written out.
-    let n = s.data.len() as u64;
-    let seal = if s.data.is_empty() {
-        None
-    } else if !s.flags.contains(Flags::SEALED) {
-        Some((&b""[..], n))
-    } else {
-        s.data
-            .iter()
-            .next()
-            .and_then(|(_, v)| seal::key_id(v))
-            .map(|id| (id, n))
     };
-    Some(Indexed {
-        tenant,
-        subject: &s.subject,
-        data_bytes: s.data.payload_bytes() as u64,
-        seal,
-    })
-}
-
-/// What [`Indexed`] said of a value before it changed in place. No write
-/// in place changes the subject, so it is read from the value afterwards;
-/// the key id is copied only for a value held sealed (plaintext: empty, no
-/// allocation).
-pub struct Before {
-    data_bytes: u64,
-    seal: Option<(Vec<u8>, u64)>,
-}
-
-impl Before {
-    pub fn of(s: &Session) -> Option<Before> {
-        let i = indexed(b"", s)?;
-        Some(Before {
-            data_bytes: i.data_bytes,
-            seal: i.seal.map(|(id, n)| (id.to_vec(), n)),
-        })
+    let Slot::Session(s) = key.slot() else {
+        return Err(CmdError::Err("could not store the session".into()));
+    };
+    if e.sets_expiry() {
+        key.set_abs_expire(s.end_of_life());
     }
-
-    fn view<'a>(&'a self, tenant: &'a [u8], subject: &'a [u8]) -> Indexed<'a> {
-        Indexed {
-            tenant,
-            subject,
-            data_bytes: self.data_bytes,
-            seal: self.seal.as_ref().map(|(id, n)| (&id[..], *n)),
-        }
-    }
-}
-
-/// Publishes a write already made to `s` (held by `key`, named `name`, of
-/// `tenant`; `before` is the value as it was, for writes in place): the key
-/// expires at the end of the session's last state, replicas and the AOF
-/// receive the effect with absolute times and explicit values, and the index
-/// and counters follow.
-pub fn commit(ctx: Ctx, key: &Key, name: RStr, tenant: &[u8], s: &Session, w: Write, before: Option<Before>) {
-    key.set_abs_expire(s.end_of_life());
-    match w {
-        Write::Renew { .. } => ctx.replicate_renew(name, s),
-        Write::Fields(rest) if !rest.is_empty() && !sealing::seals_outgoing() => {
-            ctx.replicate_fields(name, s.version, rest)
-        }
-        _ => sealing::with_outgoing(s, super::rm::bytes(name), |v| ctx.replicate_apply(name, v)),
-    }
-    // Key modified for WATCH and client-side caching only when a reader can
-    // see it: a renewal that moves the deadlines alone keeps a near-cache's
-    // copy (the module runs with NO_IMPLICIT_SIGNAL_MODIFIED, and
-    // RedisModule_SetAbsExpire signals nothing).
-    if w != (Write::Renew { visible: false }) {
+    propagate(ctx, name, s, e);
+    if e.reader_visible() {
         ctx.signal_modified(name);
     }
-    ctx.notify(w.event(), name);
-    if matches!(w, Write::Renew { .. }) {
-        return;
+    ctx.notify(e.event(), name);
+    let counts = e.counts();
+    if let (Some(tenant), true) = (tenant, e.moves_index() || !counts.is_empty()) {
+        let db = ctx.db();
+        state::with(|st| {
+            // While Redis loads, the index is rebuilt when loading ends.
+            if e.moves_index() && !state::loading() {
+                st.index.follow(db, rm::bytes(name), tenant, before.as_ref(), s);
+            }
+            st.stats.bump(tenant, counts, true);
+        });
     }
-    let db = ctx.db();
-    let name = super::rm::bytes(name);
-    state::with(|st| {
-        reindex(&mut st.index, db, name, tenant, before.as_ref(), s);
-        match w {
-            Write::Create => st.stats.bump(tenant, Counter::Created, true),
-            Write::Revoke => st.stats.bump(tenant, Counter::Revocations, true),
-            _ => {}
-        }
-    });
+    Ok(s)
 }
 
-/// Moves the index entry of `name` from what `before` said to what `s` is.
-fn reindex(index: &mut Index, db: usize, name: &[u8], tenant: &[u8], before: Option<&Before>, s: &Session) {
-    let old = before.map(|b| b.view(tenant, &s.subject));
-    match (old, indexed(tenant, s)) {
-        (Some(old), Some(new)) => index.update(db, name, &old, &new),
-        (Some(old), None) => {
-            index.remove(db, name, &old);
+/// Sends the effect to replicas and the AOF, with absolute times and
+/// explicit values, in the form this server writes out: with a key file,
+/// never plaintext data (a field write goes out as the whole sealed value).
+fn propagate(ctx: Ctx, name: RStr, s: &Session, e: &Effect) {
+    let whole = |expire: bool| {
+        sealing::with_outgoing(s, rm::bytes(name), |v| {
+            ctx.replicate(&wire::apply(name, v, expire))
+        })
+    };
+    match e {
+        Effect::Renew(r) => ctx.replicate(&wire::apply_renew(name, *r)),
+        Effect::Fields { version, write } if !write.rest.is_empty() && !sealing::seals_outgoing() => {
+            ctx.replicate(&wire::apply_set(name, *version, wire::rest_of(write)))
         }
-        (None, Some(new)) => {
-            index.add(db, name, &new);
-        }
-        (None, None) => {}
+        Effect::Whole(Whole::Arrived { expire }) => whole(*expire),
+        Effect::Whole(_) | Effect::Fields { .. } => whole(true),
     }
+}
+
+/// Counts what a command did besides its write (reads, misses, refusals),
+/// and what happened to keys outside our commands (expired, evicted). A
+/// tenant gets a row of its own only when `new_tenant_ok`.
+#[inline]
+pub fn count(tenant: &[u8], counts: Counts, new_tenant_ok: bool) {
+    if !counts.is_empty() {
+        state::with(|st| st.stats.bump(tenant, counts, new_tenant_ok));
+    }
+}
+
+/// The tenant of a key under the configured prefix.
+pub fn tenant_of(ctx: Ctx, name: &[u8]) -> Option<&[u8]> {
+    config::with_prefix(ctx.0, |p| keys::parse(name, p).map(|k| k.tenant))
 }
 
 /// A value changed in place without a write (its data opened after a
@@ -159,24 +116,32 @@ pub fn reindex_in_place(ctx: Ctx, name: &[u8], before: Option<Before>, s: &Sessi
         return;
     };
     let db = ctx.db();
-    state::with(|st| reindex(&mut st.index, db, name, tenant, before.as_ref(), s));
+    state::with(|st| st.index.follow(db, name, tenant, before.as_ref(), s));
 }
 
-/// The tenant of a key under the configured prefix.
-pub fn tenant_of(ctx: Ctx, name: &[u8]) -> Option<&[u8]> {
-    config::with_prefix(ctx.0, |p| keys::parse(name, p).map(|k| k.tenant))
-}
-
-/// Puts a value that arrived by another path (APPLY, RENAME, MOVE, COPY,
-/// RESTORE, loading) into the index. While Redis loads, the index is left
-/// alone: it is rebuilt when loading ends.
+/// Puts a value that arrived by another path (RENAME, MOVE, COPY, RESTORE,
+/// a rebuild after loading) into the index. While Redis loads, the index
+/// is left alone: it is rebuilt when loading ends.
 pub fn index_value(ctx: Ctx, name: &[u8], s: &Session) {
     let Some(tenant) = tenant_of(ctx, name) else {
         return;
     };
     let db = ctx.db();
     state::with(|st| {
-        if let (false, Some(v)) = (state::loading(), indexed(tenant, s)) {
+        if let (false, Some(v)) = (state::loading(), Indexed::of(tenant, s)) {
+            st.index.add(db, name, &v);
+        }
+    });
+}
+
+/// Indexes a value `rdb_load` reads, when this load indexes as it goes
+/// (see `events::on_loading`).
+pub fn index_loaded(db: usize, name: &[u8], s: &Session) {
+    let Some(tenant) = tenant_of(Ctx(std::ptr::null_mut()), name) else {
+        return;
+    };
+    state::with(|st| {
+        if let (true, Some(v)) = (state::loading() && st.index_while_loading, Indexed::of(tenant, s)) {
             st.index.add(db, name, &v);
         }
     });
@@ -186,6 +151,6 @@ pub fn index_value(ctx: Ctx, name: &[u8], s: &Session) {
 /// if it was a live indexed session.
 pub fn unindex_value(ctx: Ctx, db: usize, name: &[u8], s: &Session) -> Option<Vec<u8>> {
     let tenant = tenant_of(ctx, name)?;
-    let v = indexed(tenant, s)?;
+    let v = Indexed::of(tenant, s)?;
     state::with(|st| (!state::loading() && st.index.remove(db, name, &v)).then(|| tenant.to_vec()))
 }

@@ -1,67 +1,77 @@
-//! The effect commands replicas and the AOF receive. They carry absolute
-//! times and explicit values, so replaying them gives the primary's value
-//! exactly, whenever and wherever they run.
+//! The effect commands replicas and the AOF receive, and `SESSION.IMPORT`,
+//! the operator's whole-value import. The effect commands replicas and the AOF receive (`glue::wire` holds
+//! their format). Each parses its effect and hands it to the applier, the
+//! same one a client's write takes, so replaying them gives the primary's
+//! value exactly, whenever and wherever they run. They are internal: the
+//! command table refuses them to anything but the primary's link and the
+//! AOF loader.
 
-use super::apply::{index_value, reindex_in_place, Before};
+use super::apply::{self, Effect, Value};
 use super::guard::{Args, CmdError, CmdResult};
-use super::parse::{self, is};
 use super::rm::{Ctx, Key, Slot};
-use super::sealing;
+use super::{sealing, wire};
+use crate::core::effect::{self, ReplayError, Whole};
 use crate::core::encoding;
-use crate::core::session::{Flags, Limits, TIME_MAX, VERSION_MAX};
+use crate::core::index::Before;
 
 /// SESSION.APPLY key payload [NOEXPIRE]: stores a whole encoded value. The
 /// key expires at the value's end of life unless NOEXPIRE is given (the AOF
 /// rewrite uses it: Redis writes the key's own PEXPIREAT after it).
 pub fn apply(ctx: Ctx, args: Args) -> CmdResult {
-    let set_expire = match args.len() {
-        3 => true,
-        4 if is(args.get(3), "NOEXPIRE") => false,
-        _ => return Err(CmdError::Syntax),
-    };
-    let mut session = encoding::decode(args.get(2)).map_err(|e| CmdError::Err(e.to_string()))?;
+    let (payload, expire) = wire::parse_apply(&args)?;
+    let mut session = encoding::decode(payload).map_err(|e| CmdError::Err(e.to_string()))?;
     sealing::open_on_arrival(&mut session, args.get(1));
     let key = Key::open(ctx, args.raw(1), true);
     if let Slot::Other = key.slot() {
         return Err(CmdError::WrongType);
     }
-    let end = session.end_of_life();
-    if !key.put(Box::new(session)) {
-        return Err(CmdError::Err("could not store the session".into()));
+    let tenant = apply::tenant_of(ctx, args.get(1));
+    let e: Effect = Effect::Whole(Whole::Arrived { expire });
+    apply::commit(ctx, &key, args.raw(1), tenant, Value::New(Box::new(session)), &e)?;
+    ctx.reply_simple(c"OK");
+    Ok(())
+}
+
+/// SESSION.IMPORT key record: the operator's way to store a whole encoded
+/// value (the fallback's `redis-session migrate`), checked as strictly as
+/// an RDB value. Not an effect command: clients may send it where the ACL
+/// lets them (`@admin @dangerous`, like `RESTORE`); refused on a read-only
+/// replica and over an existing key.
+pub fn import(ctx: Ctx, args: Args) -> CmdResult {
+    if ctx.is_readonly_replica() {
+        return Err(CmdError::ReadOnly);
     }
-    if set_expire {
-        key.set_abs_expire(end);
+    let mut session = encoding::decode(args.get(2)).map_err(|e| CmdError::Err(e.to_string()))?;
+    sealing::open_on_arrival(&mut session, args.get(1));
+    let key = Key::open(ctx, args.raw(1), true);
+    match key.slot() {
+        Slot::Empty => {}
+        Slot::Other => return Err(CmdError::WrongType),
+        Slot::Session(_) => return Err(CmdError::Exists),
     }
-    if let Slot::Session(s) = key.slot() {
-        index_value(ctx, args.get(1), s);
-        // Passed on (to this server's AOF) in the form this server writes
-        // out: a plaintext payload sent to a server with a key file goes
-        // into its AOF sealed, never as it came.
-        sealing::with_outgoing(s, args.get(1), |v| {
-            if set_expire {
-                ctx.replicate_apply(args.raw(1), v)
-            } else {
-                ctx.replicate_apply_noexpire(args.raw(1), v)
-            }
-        });
-    }
-    ctx.signal_modified(args.raw(1));
-    ctx.notify(c"session.apply", args.raw(1));
+    let tenant = apply::tenant_of(ctx, args.get(1));
+    let e: Effect = Effect::Whole(Whole::Imported);
+    apply::commit(ctx, &key, args.raw(1), tenant, Value::New(Box::new(session)), &e)?;
     ctx.reply_simple(c"OK");
     Ok(())
 }
 
 /// SESSION.APPLYSET key version [META n name value ...] [UNSET n field ...]
-/// [DATA field value ...]: the effect of a field-level SESSION.SET on a
-/// server whose values leave in plaintext. The fields are merged exactly as
-/// the primary merged them (its limits were checked there) and the version
-/// is set to the primary's. Replies 1, or 0 when the key is missing.
+/// [DATA field value ...]: the effect of a field-level SESSION.SET. Replies
+/// 1, or 0 when the key is missing.
 pub fn apply_set(ctx: Ctx, args: Args) -> CmdResult {
-    let version = parse::at_least(args.get(2), 1)?;
-    if version > VERSION_MAX {
-        return Err(CmdError::NotInteger);
-    }
-    let w = parse::FieldWrite::parse(&args, 3, "session.applyset", false)?;
+    let (version, w) = wire::parse_apply_set(&args)?;
+    replay(ctx, &args, &Effect::Fields { version, write: &w })
+}
+
+/// SESSION.APPLYRENEW key last_access idle version: the effect of a renewal.
+pub fn apply_renew(ctx: Ctx, args: Args) -> CmdResult {
+    let r = wire::parse_apply_renew(&args)?;
+    replay(ctx, &args, &Effect::Renew(r))
+}
+
+/// Replays an in-place effect on the value at argv[1].
+fn replay(ctx: Ctx, args: &Args, e: &Effect) -> CmdResult {
     let key = Key::open(ctx, args.raw(1), true);
     let s = match key.slot() {
         Slot::Other => return Err(CmdError::WrongType),
@@ -71,64 +81,13 @@ pub fn apply_set(ctx: Ctx, args: Args) -> CmdResult {
         }
         Slot::Session(s) => s,
     };
-    // Neither can follow a field write on a primary in step with this
-    // server; refused, so a stray effect changes nothing.
-    if s.flags.contains(Flags::REVOKED) {
-        return Err(CmdError::Revoked(s.reason.to_vec()));
-    }
-    if s.flags.contains(Flags::SEALED) {
-        return Err(CmdError::Sealed("the session's data is held sealed here".into()));
-    }
     let before = Before::of(s);
-    s.set(None, &w.meta, &w.unset, &w.data, &Limits::NONE)?;
-    s.version = version;
-    reindex_in_place(ctx, args.get(1), before, s);
-    ctx.signal_modified(args.raw(1));
-    ctx.notify(c"session.set", args.raw(1));
-    // Passed on as this server writes out: a server with a key file never
-    // puts plaintext fields into its AOF.
-    if sealing::seals_outgoing() {
-        sealing::with_outgoing(s, args.get(1), |v| ctx.replicate_apply(args.raw(1), v));
-    } else {
-        ctx.replicate_verbatim();
-    }
+    let e = effect::replay(s, e).map_err(|err| match err {
+        ReplayError::Revoked(reason) => CmdError::Revoked(reason.into_vec()),
+        ReplayError::Sealed => CmdError::Sealed("the session's data is held sealed here".into()),
+    })?;
+    let tenant = apply::tenant_of(ctx, args.get(1));
+    apply::commit(ctx, &key, args.raw(1), tenant, Value::InPlace(before), &e)?;
     ctx.reply_int(1);
-    Ok(())
-}
-
-/// SESSION.APPLYRENEW key last_access idle version: the effect of a renewal.
-pub fn apply_renew(ctx: Ctx, args: Args) -> CmdResult {
-    let last_access = parse::time(args.get(2), 0).or_else(|_| parse::at_least(args.get(2), 0))?;
-    let idle = parse::time(args.get(3), 1)?;
-    let version = parse::at_least(args.get(4), 1)?;
-    if version > crate::core::session::VERSION_MAX {
-        return Err(CmdError::NotInteger);
-    }
-    if last_access > i64::MAX - 2 * TIME_MAX {
-        return Err(CmdError::NotInteger);
-    }
-    let key = Key::open(ctx, args.raw(1), true);
-    match key.slot() {
-        Slot::Other => return Err(CmdError::WrongType),
-        Slot::Empty => ctx.reply_int(0),
-        Slot::Session(s) => {
-            // What the primary's renewal showed its readers: a new version,
-            // or a session in grace back to active (the renewal's time, now
-            // last_access, at or past the old idle deadline). Only that is
-            // signalled, as on the primary (`Write::Renew`).
-            let visible = version != s.version
-                || (!s.flags.contains(Flags::REVOKED) && last_access >= s.idle_deadline());
-            s.last_access = last_access;
-            s.idle = idle;
-            s.version = version;
-            key.set_abs_expire(s.end_of_life());
-            if visible {
-                ctx.signal_modified(args.raw(1));
-            }
-            ctx.notify(c"session.renew", args.raw(1));
-            ctx.replicate_verbatim();
-            ctx.reply_int(1);
-        }
-    }
     Ok(())
 }

@@ -1,11 +1,12 @@
 //! SESSION.KEYRING RELOAD | LIST: the keys that seal data at rest.
 
-use super::apply::{reindex_in_place, Before};
+use super::apply::reindex_in_place;
 use super::config;
 use super::guard::{Args, CmdError, CmdResult};
 use super::rm::{Ctx, Key, OwnedStr, Slot};
 use super::sealing::{self, load_keyfile};
 use super::state;
+use crate::core::index::Before;
 use crate::core::session::Flags;
 
 /// Re-reads the key file; on any error the keys in use stay as they were.
@@ -25,7 +26,7 @@ pub fn reload(ctx: Ctx, _args: Args) -> CmdResult {
     state::with(|st| st.keyring = Some(ring));
     let opened = open_held_sealed(ctx);
     let msg = format!("{msg}; {opened} session(s) held sealed could now be opened");
-    redis_module::Context::new(ctx.0).log_notice(&msg);
+    ctx.log_notice(&msg);
     ctx.reply_simple(c"OK");
     Ok(())
 }

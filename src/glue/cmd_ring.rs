@@ -3,14 +3,15 @@
 //! Each command takes one key; the logic is `core::routing`.
 //!
 //! Every ring write ends in [`commit`]: it propagates the effect with
-//! absolute values, signals the key modified (WATCH, client-side caching)
-//! and publishes the keyspace event.
+//! absolute values (its wire format in `wire.rs`), signals the key
+//! modified (WATCH, client-side caching) and publishes the keyspace event.
 
 use std::ffi::CStr;
 
 use super::guard::{Args, CmdError, CmdResult};
 use super::parse::{self, is};
 use super::rm::{self, Ctx, Key, RStr, RingSlot};
+use super::wire;
 use crate::core::routing::{self, NodeState, Ring, RingError};
 
 impl From<RingError> for CmdError {
@@ -33,8 +34,8 @@ enum Effect<'a> {
 /// Publishes a write already made to `r` (held by the key `name`).
 fn commit(ctx: Ctx, name: RStr, r: &Ring, effect: Effect, event: Option<&CStr>) {
     match effect {
-        Effect::Whole => ctx.replicate_ring(name, &r.encode()),
-        Effect::Loads(at, pairs) => ctx.replicate_ring_loads(name, at, pairs),
+        Effect::Whole => ctx.replicate(&wire::ring_apply(name, &r.encode())),
+        Effect::Loads(at, pairs) => ctx.replicate(&wire::ring_loads(name, at, pairs)),
     }
     ctx.signal_modified(name);
     if let Some(event) = event {
@@ -139,28 +140,11 @@ pub fn node(ctx: Ctx, args: Args) -> CmdResult {
     }
 }
 
-fn loads<'a>(args: &Args<'a>, from: usize) -> Result<Vec<(&'a [u8], u64)>, CmdError> {
-    let mut out = Vec::with_capacity((args.len() - from) / 2);
-    let mut i = from;
-    while i + 1 < args.len() {
-        let l = parse::at_least(args.get(i + 1), 0)?;
-        if l as u64 > routing::MAX_LOAD {
-            return Err(CmdError::NotInteger);
-        }
-        out.push((args.get(i), l as u64));
-        i += 2;
-    }
-    Ok(out)
-}
-
 /// SESSION.RING.LOAD ring name load [name load ...]: `OK`, nil for a
 /// missing ring. Loads carry no version; the key is still signalled
 /// modified, so a router tracking the ring sees them.
 pub fn load(ctx: Ctx, args: Args) -> CmdResult {
-    if !args.len().is_multiple_of(2) {
-        return Err(CmdError::Syntax);
-    }
-    let pairs = loads(&args, 2)?;
+    let pairs = wire::ring_load_pairs(&args, 2)?;
     let key = Key::open(ctx, args.raw(1), true);
     match key.ring_slot() {
         RingSlot::Other => Err(CmdError::WrongType),
@@ -171,8 +155,8 @@ pub fn load(ctx: Ctx, args: Args) -> CmdResult {
         RingSlot::Ring(r) => {
             let now = rm::now_ms();
             r.set_loads(now, &pairs)?;
-            let rest = args.raw_rest(2, None);
-            commit(ctx, args.raw(1), r, Effect::Loads(now, &rest), None);
+            let rest = args.argv().get(2..).unwrap_or(&[]);
+            commit(ctx, args.raw(1), r, Effect::Loads(now, rest), None);
             ctx.reply_simple(c"OK");
             Ok(())
         }
@@ -270,7 +254,8 @@ pub fn route(ctx: Ctx, args: Args) -> CmdResult {
 /// effect of RING.SET and RING.NODE, and the AOF rewrite's form). An
 /// existing ring is replaced in place, so the key keeps its expiry.
 pub fn apply(ctx: Ctx, args: Args) -> CmdResult {
-    let ring = Ring::decode(args.get(2)).map_err(|e| CmdError::Err(format!("bad ring payload: {e}")))?;
+    let payload = wire::parse_ring_apply(&args)?;
+    let ring = Ring::decode(payload).map_err(|e| CmdError::Err(format!("bad ring payload: {e}")))?;
     let key = Key::open(ctx, args.raw(1), true);
     match key.ring_slot() {
         RingSlot::Other => return Err(CmdError::WrongType),
@@ -291,11 +276,7 @@ pub fn apply(ctx: Ctx, args: Args) -> CmdResult {
 /// SESSION.RING.APPLYLOAD ring at name load [name load ...]: loads as the
 /// primary recorded them, at its absolute time. 0 for a missing ring.
 pub fn apply_load(ctx: Ctx, args: Args) -> CmdResult {
-    if args.len() % 2 != 1 {
-        return Err(CmdError::Syntax);
-    }
-    let at = parse::int(args.get(2))?;
-    let pairs = loads(&args, 3)?;
+    let (at, pairs) = wire::parse_ring_loads(&args)?;
     let key = Key::open(ctx, args.raw(1), true);
     match key.ring_slot() {
         RingSlot::Other => Err(CmdError::WrongType),

@@ -1,57 +1,22 @@
 //! The keyed session commands: CREATE, GET, RENEW, SET, CAS, REVOKE, TTL.
-//! Each parses its arguments, opens the key once, calls a transition of
-//! `core::session` and hands the result to `apply::commit`.
+//! Each parses its arguments, opens the key once, runs a transition of
+//! `core::effect` and hands the effect to the applier (`apply::commit`).
 
-use redis_module::raw;
-
-use super::apply::{commit, Before, Write};
-use super::cmd_index::{live_sessions, revoke_by_name};
-use super::config;
+use super::apply::{self, Value};
 use super::guard::{Args, CmdError, CmdResult};
+use super::helpers::{
+    check_key, live_sessions, lookup, open_live, revoke_by_name, tenant_limits, tenant_settings, Found, WRITE,
+};
 use super::parse::{self, is, once};
 use super::rm::{self, Ctx, Key, Slot};
-use super::sealing;
-use super::state;
+use super::{config, sealing};
+use crate::core::effect::{self, Effect, FieldWrite, Whole};
 use crate::core::flatmap::FlatMap;
-use crate::core::keys::{self, SessionKey};
-use crate::core::session::{Flags, Limits, Session, State, Timeouts, REASON_MAX};
-use crate::core::stats::Counter;
-use crate::core::tenants::OnLimit;
-
-/// Tenant and sid of argv[1], or `ERR invalid session key` when it is not
-/// `<prefix><tenant>:<sid>`.
-fn check_key<'a>(ctx: Ctx, args: &Args<'a>) -> Result<SessionKey<'a>, CmdError> {
-    let name = args.get(1);
-    config::with_prefix(ctx.0, |prefix| keys::parse(name, prefix)).ok_or(CmdError::InvalidKey)
-}
-
-/// A session as the commands see it.
-enum Found<'a> {
-    Missing,
-    Revoked(&'a [u8]),
-    Live(&'a mut Session),
-}
-
-fn lookup(key: &Key, now: i64) -> Result<Found<'_>, CmdError> {
-    match key.slot() {
-        Slot::Empty => Ok(Found::Missing),
-        Slot::Other => Err(CmdError::WrongType),
-        Slot::Session(s) => Ok(match s.state(now) {
-            State::Expired => Found::Missing,
-            State::Revoked => Found::Revoked(&s.reason),
-            State::Active | State::Grace => Found::Live(s),
-        }),
-    }
-}
-
-/// Opens the session named by argv[1]; `Ok(None)` when missing.
-fn open_live(key: &Key, now: i64) -> Result<Option<&mut Session>, CmdError> {
-    match lookup(key, now)? {
-        Found::Missing => Ok(None),
-        Found::Revoked(reason) => Err(CmdError::Revoked(reason.to_vec())),
-        Found::Live(s) => Ok(Some(s)),
-    }
-}
+use crate::core::index::Before;
+use crate::core::keys::SessionKey;
+use crate::core::session::{check_reason, Flags, Limits, Session, State, Timeouts};
+use crate::core::stats::Counts;
+use crate::core::tenants::{self, Cap};
 
 /// SESSION.CREATE key [SUBJECT s] [IDLE ms] [ABSOLUTE ms] [GRACE ms] [META n name value ...] [DATA field value ...]
 pub fn create(ctx: Ctx, args: Args) -> CmdResult {
@@ -85,7 +50,7 @@ pub fn create(ctx: Ctx, args: Args) -> CmdResult {
             return Err(CmdError::Syntax);
         }
     }
-    let settings = state::with(|st| st.tenants.get(tenant).copied()).unwrap_or_default();
+    let settings = tenant_settings(tenant);
     let defaults = settings.timeouts(config::default_timeouts());
     let t = Timeouts {
         idle: idle.unwrap_or(defaults.idle),
@@ -108,29 +73,28 @@ pub fn create(ctx: Ctx, args: Args) -> CmdResult {
         Slot::Session(s) if s.state(now) != State::Expired => return Err(CmdError::Exists),
         _ => {}
     }
-    let cap = settings.maxpersubject.unwrap_or(0).max(0) as usize;
-    if cap > 0 && !subject.is_empty() {
-        let mut live = live_sessions(ctx, tenant, subject, now);
-        if live.len() >= cap {
-            if settings.onlimit.unwrap_or_default() == OnLimit::Reject {
-                return Err(CmdError::Limit(format!(
-                    "subject has {} sessions, tenant allows {cap}",
-                    live.len()
-                )));
-            }
-            live.sort_by_key(|(name, created)| (*created, name.clone()));
-            for (name, _) in &live[..live.len() + 1 - cap] {
-                revoke_by_name(ctx, name, tenant, b"evicted: session limit", now);
+    if settings.maxpersubject.unwrap_or(0) > 0 && !subject.is_empty() {
+        let live = live_sessions(ctx, tenant, subject, now);
+        match settings.cap(subject, live.len()) {
+            Cap::Room => {}
+            Cap::Reject(why) => return Err(CmdError::Limit(why)),
+            Cap::Evict(n) => {
+                for name in tenants::oldest(live, n) {
+                    revoke_by_name(ctx, &name, tenant, b"evicted: session limit", now);
+                }
             }
         }
     }
-    if !key.put(Box::new(session)) {
-        return Err(CmdError::Err("could not store the session".into()));
-    }
-    if let Slot::Session(s) = key.slot() {
-        commit(ctx, &key, args.raw(1), tenant, s, Write::Create, None);
-        ctx.reply_int(s.version);
-    }
+    let e: apply::Effect = Effect::Whole(Whole::Created);
+    let s = apply::commit(
+        ctx,
+        &key,
+        args.raw(1),
+        Some(tenant),
+        Value::New(Box::new(session)),
+        &e,
+    )?;
+    ctx.reply_int(s.version);
     Ok(())
 }
 
@@ -186,7 +150,7 @@ pub fn get(ctx: Ctx, args: Args) -> CmdResult {
     let found = open_live(&key, now);
     let Ok(Some(s)) = found else {
         if !matches!(found, Err(CmdError::WrongType)) {
-            state::with(|st| st.stats.bump(tenant, Counter::Misses, false));
+            apply::count(tenant, Counts::MISSES, false);
         }
         return found.map(|_| ctx.reply_null());
     };
@@ -208,28 +172,16 @@ pub fn get(ctx: Ctx, args: Args) -> CmdResult {
         _ if s.flags.contains(Flags::SEALED) => Some(sealing::open_data(s, args.get(1))?.into_owned()),
         _ => None,
     };
-    let renewal = touch.then(|| s.renew(now, None, config::touch_resolution()));
-    let mut counted = [Counter::Hits; 4];
-    let mut n = 1;
-    if let Some(r) = renewal {
-        for (yes, c) in [
-            (true, Counter::Touches),
-            (r.applied, Counter::TouchesPropagated),
-            (r.revived, Counter::GraceRenewals),
-        ] {
-            if yes {
-                counted[n] = c;
-                n += 1;
-            }
-        }
-    }
-    state::with(|st| st.stats.bump_all(tenant, &counted[..n], true));
-    if let Some(r) = renewal.filter(|r| r.applied) {
-        // Only a session in grace coming back shows a reader more than new
-        // deadlines (the version does not move on a touch).
-        let w = Write::Renew { visible: r.revived };
-        commit(ctx, &key, args.raw(1), tenant, s, w, None);
-    }
+    let renewal = touch.then(|| effect::renew(s, now, None, config::touch_resolution()));
+    apply::count(
+        tenant,
+        effect::read_counts(renewal.as_ref().map(|(r, _)| *r)),
+        true,
+    );
+    let s: &Session = match renewal {
+        Some((_, Some(e))) => apply::commit(ctx, &key, args.raw(1), Some(tenant), Value::InPlace(None), &e)?,
+        _ => s,
+    };
     let data = opened.as_ref().unwrap_or(&s.data);
     match view {
         DataView::Fields(range) if values => reply_values(ctx, &args, range, data),
@@ -246,14 +198,13 @@ pub fn get(ctx: Ctx, args: Args) -> CmdResult {
 /// only read access before calling it.
 fn touch_allowed(ctx: Ctx, key: rm::RStr) -> Result<(), CmdError> {
     let flags = ctx.flags();
-    let from_primary_or_loading = raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING;
-    if flags & from_primary_or_loading != 0 {
+    if flags & rm::FROM_PRIMARY_OR_LOADING != 0 {
         return Ok(());
     }
-    if flags & raw::REDISMODULE_CTX_FLAGS_READONLY != 0 {
+    if flags & rm::READONLY_REPLICA != 0 {
         return Err(CmdError::ReadOnly);
     }
-    if !ctx.acl_allows_arg(key, raw::REDISMODULE_CMD_KEY_UPDATE) {
+    if !ctx.client_acl_allows_arg(key, WRITE) {
         return Err(CmdError::NoPermWrite);
     }
     Ok(())
@@ -330,7 +281,8 @@ fn reply_pairs<'a>(ctx: Ctx, len: usize, pairs: impl Iterator<Item = (&'a [u8], 
     }
 }
 
-/// The session map of SPEC `SESSION.GET`, written straight from the stored value.
+/// The session map of `SESSION.GET` (README command reference), written
+/// straight from the stored value.
 fn reply_session(ctx: Ctx, s: &Session, now: i64, args: &Args, view: &DataView, data: &FlatMap) {
     ctx.reply_map(if matches!(view, DataView::None) { 9 } else { 10 });
     ctx.reply_bulk(b"subject");
@@ -386,21 +338,12 @@ pub fn renew(ctx: Ctx, args: Args) -> CmdResult {
         ctx.reply_null();
         return Ok(());
     };
-    let r = s.renew(now, idle, config::touch_resolution());
-    state::with(|st| {
-        st.stats.bump(tenant, Counter::Renewals, true);
-        if r.revived {
-            st.stats.bump(tenant, Counter::GraceRenewals, true);
-        }
-    });
-    if r.applied {
-        // A new idle timeout moves the version; a session in grace comes
-        // back to active: both are news to a reader.
-        let w = Write::Renew {
-            visible: r.revived || idle.is_some(),
-        };
-        commit(ctx, &key, args.raw(1), tenant, s, w, None);
-    }
+    let (r, e) = effect::renew(s, now, idle, config::touch_resolution());
+    apply::count(tenant, effect::renew_counts(r), true);
+    let s: &Session = match e {
+        Some(e) => apply::commit(ctx, &key, args.raw(1), Some(tenant), Value::InPlace(None), &e)?,
+        None => s,
+    };
     ctx.reply_int(s.ms_to_idle_deadline(now));
     Ok(())
 }
@@ -408,22 +351,18 @@ pub fn renew(ctx: Ctx, args: Args) -> CmdResult {
 /// SESSION.SET key [IFVERSION v] [META n name value ...] [UNSET n field ...] [DATA field value ...]
 pub fn set(ctx: Ctx, args: Args) -> CmdResult {
     let k = check_key(ctx, &args)?;
-    let w = parse::FieldWrite::parse(&args, 2, "session.set", true)?;
-    let effect = args.raw_rest(2, w.if_version_at);
-    write_data(ctx, &args, &k, Write::Fields(&effect), |s, limits| {
-        s.set(w.if_version, &w.meta, &w.unset, &w.data, limits)
-    })
+    let w: FieldWrite<rm::RStr> = parse::field_write(&args, 2, "session.set", true)?;
+    write_data(ctx, &args, &k, |s, limits| effect::set(s, &w, limits))
 }
 
 /// Opens the session of argv[1] (nil when missing), runs a data write on its
-/// plaintext under the tenant's limits, re-seals, commits and replies with
+/// plaintext under the tenant's limits and commits its effect, replying with
 /// the new version; a refused write leaves the stored value as it was.
-fn write_data(
+fn write_data<'w>(
     ctx: Ctx,
     args: &Args,
     k: &SessionKey,
-    w: Write,
-    f: impl FnOnce(&mut Session, &Limits) -> Result<i64, crate::core::session::Error>,
+    f: impl FnOnce(&mut Session, &Limits) -> Result<apply::Effect<'w>, crate::core::session::Error>,
 ) -> CmdResult {
     let key = Key::open(ctx, args.raw(1), true);
     let Some(s) = open_live(&key, rm::now_ms())? else {
@@ -436,30 +375,17 @@ fn write_data(
     let before = Before::of(s);
     let stored = sealing::unseal_for_write(s, args.get(1))?;
     match f(s, &tenant_limits(k.tenant)) {
-        Ok(version) => {
-            commit(ctx, &key, args.raw(1), k.tenant, s, w, before);
-            ctx.reply_int(version);
+        Ok(e) => {
+            let s = apply::commit(ctx, &key, args.raw(1), Some(k.tenant), Value::InPlace(before), &e)?;
+            ctx.reply_int(s.version);
             Ok(())
         }
         Err(e) => {
             sealing::restore_sealed(s, stored);
-            Err(count_conflict(k.tenant, e))
+            apply::count(k.tenant, effect::refusal_counts(&e), true);
+            Err(e.into())
         }
     }
-}
-
-/// The data limits of a tenant: its MAXDATA over the module's limits.
-fn tenant_limits(tenant: &[u8]) -> Limits {
-    let settings = state::with(|st| st.tenants.get(tenant).copied()).unwrap_or_default();
-    settings.limits(config::limits())
-}
-
-/// Counts a version conflict on its way out.
-fn count_conflict(tenant: &[u8], e: crate::core::session::Error) -> CmdError {
-    if matches!(e, crate::core::session::Error::Conflict(_)) {
-        state::with(|st| st.stats.bump(tenant, Counter::CasConflicts, true));
-    }
-    e.into()
 }
 
 /// SESSION.CAS key version [DATA field value ...]
@@ -471,8 +397,8 @@ pub fn cas(ctx: Ctx, args: Args) -> CmdResult {
         _ if is(args.get(3), "DATA") => parse::data_tail(&args, 3, "session.cas")?,
         _ => return Err(CmdError::Syntax),
     };
-    write_data(ctx, &args, &k, Write::Set, |s, limits| {
-        s.cas(version, FlatMap::from_pairs(data), limits)
+    write_data(ctx, &args, &k, |s, limits| {
+        effect::cas(s, version, FlatMap::from_pairs(data), limits)
     })
 }
 
@@ -485,20 +411,15 @@ pub fn revoke(ctx: Ctx, args: Args) -> CmdResult {
         4 if is(args.get(2), "REASON") => args.get(3),
         _ => return Err(CmdError::Syntax),
     };
-    if reason.iter().any(|&b| b == b'\r' || b == b'\n') {
-        return Err(CmdError::Syntax);
-    }
-    if reason.len() > REASON_MAX {
-        return Err(CmdError::TooBig(format!("reason longer than {REASON_MAX} bytes")));
-    }
+    check_reason(reason)?;
     let now = rm::now_ms();
     let key = Key::open(ctx, args.raw(1), true);
     match lookup(&key, now)? {
         Found::Missing | Found::Revoked(_) => ctx.reply_int(0),
         Found::Live(s) => {
             let before = Before::of(s);
-            s.revoke(now, reason, config::revoked_retention());
-            commit(ctx, &key, args.raw(1), tenant, s, Write::Revoke, before);
+            let e = effect::revoke(s, now, reason, config::revoked_retention());
+            apply::commit(ctx, &key, args.raw(1), Some(tenant), Value::InPlace(before), &e)?;
             ctx.reply_int(1);
         }
     }

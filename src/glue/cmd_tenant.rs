@@ -1,13 +1,12 @@
 //! SESSION.TENANT SET/GET/DEL/LIST: per-tenant settings, replicated and
 //! persisted (RDB aux data; see `datatype` for the AOF).
 
-use super::cmd_index::{tenant_arg, READ, WRITE};
 use super::config;
 use super::guard::{Args, CmdError, CmdResult};
+use super::helpers::{tenant_allowed, tenant_arg, READ, WRITE};
 use super::parse::{self, is, once};
 use super::rm::Ctx;
 use super::state;
-use crate::core::keys;
 use crate::core::tenants::{OnLimit, Settings};
 
 pub fn set(ctx: Ctx, args: Args) -> CmdResult {
@@ -84,10 +83,7 @@ pub fn list(ctx: Ctx, _args: Args) -> CmdResult {
     let names: Vec<Vec<u8>> = state::with(|st| st.tenants.keys().cloned().collect());
     let visible: Vec<Vec<u8>> = names
         .into_iter()
-        .filter(|t| {
-            let probe = config::with_prefix(ctx.0, |p| keys::build(p, t, b"*"));
-            ctx.acl_allows(&probe, READ)
-        })
+        .filter(|t| tenant_allowed(ctx, t, READ))
         .collect();
     ctx.reply_array(visible.len());
     for t in &visible {

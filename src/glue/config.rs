@@ -1,6 +1,6 @@
 //! Module options: load arguments (`--loadmodule <so> idle 60000`) and
 //! `CONFIG SET session.<name>`. The values live in atomics read on every
-//! command.
+//! command. Each default is written once, here (`lib.rs` registers them).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::LazyLock;
@@ -9,16 +9,27 @@ use redis_module::{Context, RedisGILGuard};
 
 use crate::core::session::{Limits, Timeouts};
 
-pub static IDLE: AtomicI64 = AtomicI64::new(1_800_000);
-pub static ABSOLUTE: AtomicI64 = AtomicI64::new(604_800_000);
-pub static GRACE: AtomicI64 = AtomicI64::new(60_000);
-pub static TOUCH_RESOLUTION: AtomicI64 = AtomicI64::new(1000);
-pub static REVOKED_RETENTION: AtomicI64 = AtomicI64::new(3_600_000);
-pub static MAX_DATA_BYTES: AtomicI64 = AtomicI64::new(65_536);
-pub static MAX_FIELDS: AtomicI64 = AtomicI64::new(256);
-pub static MAX_META: AtomicI64 = AtomicI64::new(32);
+pub const DEFAULT_IDLE: i64 = 1_800_000;
+pub const DEFAULT_ABSOLUTE: i64 = 604_800_000;
+pub const DEFAULT_GRACE: i64 = 60_000;
+pub const DEFAULT_TOUCH_RESOLUTION: i64 = 1000;
+pub const DEFAULT_REVOKED_RETENTION: i64 = 3_600_000;
+pub const DEFAULT_MAX_DATA_BYTES: i64 = 65_536;
+pub const DEFAULT_MAX_FIELDS: i64 = 256;
+pub const DEFAULT_MAX_META: i64 = 32;
+pub const DEFAULT_KEY_PREFIX: &str = "sess:";
 
-pub static KEY_PREFIX: LazyLock<RedisGILGuard<String>> = LazyLock::new(|| RedisGILGuard::new("sess:".into()));
+pub static IDLE: AtomicI64 = AtomicI64::new(DEFAULT_IDLE);
+pub static ABSOLUTE: AtomicI64 = AtomicI64::new(DEFAULT_ABSOLUTE);
+pub static GRACE: AtomicI64 = AtomicI64::new(DEFAULT_GRACE);
+pub static TOUCH_RESOLUTION: AtomicI64 = AtomicI64::new(DEFAULT_TOUCH_RESOLUTION);
+pub static REVOKED_RETENTION: AtomicI64 = AtomicI64::new(DEFAULT_REVOKED_RETENTION);
+pub static MAX_DATA_BYTES: AtomicI64 = AtomicI64::new(DEFAULT_MAX_DATA_BYTES);
+pub static MAX_FIELDS: AtomicI64 = AtomicI64::new(DEFAULT_MAX_FIELDS);
+pub static MAX_META: AtomicI64 = AtomicI64::new(DEFAULT_MAX_META);
+
+pub static KEY_PREFIX: LazyLock<RedisGILGuard<String>> =
+    LazyLock::new(|| RedisGILGuard::new(DEFAULT_KEY_PREFIX.into()));
 
 fn get(v: &AtomicI64) -> i64 {
     v.load(Ordering::Relaxed)

@@ -8,26 +8,24 @@ use std::sync::atomic::Ordering;
 
 use redis_module::raw;
 
-use super::apply::{index_value, unindex_value};
+use super::apply::{self, index_value, unindex_value};
 use super::guard::guarded;
-use super::rm::{self, api, Ctx, Key, Slot};
+use super::rm::{self, register, Ctx, Key, Slot};
 use super::state;
 use crate::core::session::Session;
-use crate::core::stats::Counter;
+use crate::core::stats::Counts;
 
 /// The type's unlink callback: a session key is leaving the keyspace
 /// (DEL, UNLINK, expiry, eviction, overwrite, the source of RENAME/MOVE).
 pub(crate) extern "C" fn unlink2(octx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) {
-    guarded((), || unsafe {
-        let name = api!(RedisModule_GetKeyNameFromOptCtx)(octx);
-        let db = api!(RedisModule_GetDbIdFromOptCtx)(octx).max(0) as usize;
-        let Some(s) = value.cast::<Session>().as_ref() else {
+    guarded((), || {
+        // SAFETY: Redis hands back the pointers this type gave it.
+        let Some(s) = (unsafe { value.cast::<Session>().as_ref() }) else {
             return;
         };
-        if name.is_null() {
+        let Some((name, db)) = rm::io::unlinked_key(octx) else {
             return;
-        }
-        let name = rm::bytes(name.cast_mut());
+        };
         // No command context here; the prefix lookup only needs the GIL,
         // which Redis holds while it calls unlink.
         let tenant = unindex_value(Ctx(std::ptr::null_mut()), db, name, s);
@@ -55,18 +53,17 @@ unsafe extern "C" fn on_keyspace_event(
             }
             b"expired" | b"evicted" => {
                 let db = ctx.db();
-                state::with(|st| {
-                    if let Some((udb, uname, tenant)) = st.last_unlinked.take() {
-                        if udb == db && uname == name {
-                            let c = if event == b"expired" {
-                                Counter::Expired
-                            } else {
-                                Counter::Evicted
-                            };
-                            st.stats.bump(&tenant, c, true);
-                        }
+                let unlinked = state::with(|st| st.last_unlinked.take());
+                if let Some((udb, uname, tenant)) = unlinked {
+                    if udb == db && uname == name {
+                        let c = if event == b"expired" {
+                            Counts::EXPIRED
+                        } else {
+                            Counts::EVICTED
+                        };
+                        apply::count(&tenant, c, true);
                     }
-                });
+                }
             }
             _ => {}
         }
@@ -74,80 +71,75 @@ unsafe extern "C" fn on_keyspace_event(
     raw::REDISMODULE_OK as c_int
 }
 
-unsafe extern "C" fn on_flush(
-    _ctx: *mut raw::RedisModuleCtx,
-    _e: raw::RedisModuleEvent,
-    sub: u64,
-    data: *mut c_void,
-) {
-    guarded((), || {
-        if sub != raw::REDISMODULE_SUBEVENT_FLUSHDB_START {
-            return;
-        }
-        let info = unsafe { data.cast::<raw::RedisModuleFlushInfo>().as_ref() };
-        let dbnum = info.map_or(-1, |i| i.dbnum);
-        state::with(|st| {
-            if dbnum < 0 {
-                st.index.clear();
-            } else {
-                st.index.clear_db(dbnum as usize);
-            }
-        });
-    })
-}
-
-unsafe extern "C" fn on_swapdb(
-    _ctx: *mut raw::RedisModuleCtx,
-    _e: raw::RedisModuleEvent,
-    _sub: u64,
-    data: *mut c_void,
-) {
-    guarded((), || {
-        if let Some(info) = unsafe { data.cast::<raw::RedisModuleSwapDbInfo>().as_ref() } {
-            let (a, b) = (
-                info.dbnum_first.max(0) as usize,
-                info.dbnum_second.max(0) as usize,
-            );
-            state::with(|st| st.index.swap_dbs(a, b));
-        }
-    })
-}
-
-unsafe extern "C" fn on_loading(
+/// The server events: flush, swapdb and loading, each to its handler.
+unsafe extern "C" fn on_server_event(
     ctx: *mut raw::RedisModuleCtx,
-    _e: raw::RedisModuleEvent,
+    e: raw::RedisModuleEvent,
     sub: u64,
-    _data: *mut c_void,
+    data: *mut c_void,
 ) {
-    guarded((), || {
-        let ctx = Ctx(ctx);
-        match sub {
-            raw::REDISMODULE_SUBEVENT_LOADING_RDB_START
-            | raw::REDISMODULE_SUBEVENT_LOADING_AOF_START
-            | raw::REDISMODULE_SUBEVENT_LOADING_REPL_START => state::with(|st| {
-                // An RDB loaded into a keyspace without live sessions:
-                // rdb_load indexes each value as it reads it, no scan after.
-                // (An AOF runs commands that move and replace keys; it is
-                // indexed by a scan at the end.)
-                st.index_while_loading =
-                    st.index.is_empty() && sub != raw::REDISMODULE_SUBEVENT_LOADING_AOF_START;
-                st.index.clear();
-                st.last_unlinked = None;
-                state::FREED_WHILE_LOADING.store(0, Ordering::SeqCst);
-                state::set_loading(true);
-            }),
-            raw::REDISMODULE_SUBEVENT_LOADING_ENDED | raw::REDISMODULE_SUBEVENT_LOADING_FAILED => {
-                state::set_loading(false);
-                let exact = state::with(|st| std::mem::take(&mut st.index_while_loading))
-                    && sub == raw::REDISMODULE_SUBEVENT_LOADING_ENDED
-                    && state::FREED_WHILE_LOADING.load(Ordering::SeqCst) == 0;
-                if !exact {
-                    rebuild_index(ctx);
-                }
-            }
-            _ => {}
-        }
+    guarded((), || match e.id {
+        raw::REDISMODULE_EVENT_FLUSHDB => on_flush(sub, data),
+        raw::REDISMODULE_EVENT_SWAPDB => on_swapdb(data),
+        raw::REDISMODULE_EVENT_LOADING => on_loading(Ctx(ctx), sub),
+        _ => {}
     })
+}
+
+fn on_flush(sub: u64, data: *mut c_void) {
+    if sub != raw::REDISMODULE_SUBEVENT_FLUSHDB_START {
+        return;
+    }
+    // SAFETY: Redis passes the flush info with this event.
+    let info = unsafe { data.cast::<raw::RedisModuleFlushInfo>().as_ref() };
+    let dbnum = info.map_or(-1, |i| i.dbnum);
+    state::with(|st| {
+        if dbnum < 0 {
+            st.index.clear();
+        } else {
+            st.index.clear_db(dbnum as usize);
+        }
+    });
+}
+
+fn on_swapdb(data: *mut c_void) {
+    // SAFETY: Redis passes the swapdb info with this event.
+    if let Some(info) = unsafe { data.cast::<raw::RedisModuleSwapDbInfo>().as_ref() } {
+        let (a, b) = (
+            info.dbnum_first.max(0) as usize,
+            info.dbnum_second.max(0) as usize,
+        );
+        state::with(|st| st.index.swap_dbs(a, b));
+    }
+}
+
+fn on_loading(ctx: Ctx, sub: u64) {
+    match sub {
+        raw::REDISMODULE_SUBEVENT_LOADING_RDB_START
+        | raw::REDISMODULE_SUBEVENT_LOADING_AOF_START
+        | raw::REDISMODULE_SUBEVENT_LOADING_REPL_START => state::with(|st| {
+            // An RDB loaded into a keyspace without live sessions:
+            // rdb_load indexes each value as it reads it, no scan after.
+            // (An AOF runs commands that move and replace keys; it is
+            // indexed by a scan at the end.)
+            st.index_while_loading =
+                st.index.is_empty() && sub != raw::REDISMODULE_SUBEVENT_LOADING_AOF_START;
+            st.index.clear();
+            st.last_unlinked = None;
+            state::FREED_WHILE_LOADING.store(0, Ordering::SeqCst);
+            state::set_loading(true);
+        }),
+        raw::REDISMODULE_SUBEVENT_LOADING_ENDED | raw::REDISMODULE_SUBEVENT_LOADING_FAILED => {
+            state::set_loading(false);
+            let exact = state::with(|st| std::mem::take(&mut st.index_while_loading))
+                && sub == raw::REDISMODULE_SUBEVENT_LOADING_ENDED
+                && state::FREED_WHILE_LOADING.load(Ordering::SeqCst) == 0;
+            if !exact {
+                rebuild_index(ctx);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Rebuilds the index from the keyspace, once, after a load that could not
@@ -165,19 +157,14 @@ fn rebuild_index(ctx: Ctx) {
 
 /// Subscribes to every event above; false if Redis refused one.
 pub fn subscribe(ctx: Ctx) -> bool {
-    let ev = |id: u64| raw::RedisModuleEvent { id, dataver: 1 };
-    type Cb = unsafe extern "C" fn(*mut raw::RedisModuleCtx, raw::RedisModuleEvent, u64, *mut c_void);
-    let servers: [(u64, Cb); 3] = [
-        (raw::REDISMODULE_EVENT_FLUSHDB, on_flush),
-        (raw::REDISMODULE_EVENT_SWAPDB, on_swapdb),
-        (raw::REDISMODULE_EVENT_LOADING, on_loading),
+    let servers = [
+        raw::REDISMODULE_EVENT_FLUSHDB,
+        raw::REDISMODULE_EVENT_SWAPDB,
+        raw::REDISMODULE_EVENT_LOADING,
     ];
-    let ok = raw::REDISMODULE_OK as c_int;
-    for (id, cb) in servers {
-        if unsafe { api!(RedisModule_SubscribeToServerEvent)(ctx.0, ev(id), Some(cb)) } != ok {
-            return false;
-        }
-    }
     let types = raw::NotifyEvent::GENERIC | raw::NotifyEvent::EXPIRED | raw::NotifyEvent::EVICTED;
-    unsafe { api!(RedisModule_SubscribeToKeyspaceEvents)(ctx.0, types.bits(), Some(on_keyspace_event)) == ok }
+    servers
+        .into_iter()
+        .all(|id| register::server_event(ctx, id, on_server_event))
+        && register::keyspace_events(ctx, types, on_keyspace_event)
 }

@@ -1,7 +1,6 @@
 //! The one wrapper every command handler runs in: arity check, panic guard
 //! and the mapping of errors to Redis error replies with their code word.
 
-use std::borrow::Cow;
 use std::os::raw::c_int;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -65,6 +64,7 @@ impl From<SessionError> for CmdError {
         match e {
             SessionError::Conflict(v) => CmdError::Conflict(v),
             SessionError::TooBig(what) => CmdError::TooBig(what),
+            SessionError::Syntax => CmdError::Syntax,
         }
     }
 }
@@ -86,10 +86,9 @@ impl<'a> Args<'a> {
         self.argv.get(i).copied().unwrap_or(std::ptr::null_mut())
     }
 
-    /// Arguments `from..` as Redis passed them, except the two at `skip`
-    /// (an option and its value): what an effect command passes on as is.
-    pub fn raw_rest(&self, from: usize, skip: Option<usize>) -> Cow<'a, [RStr]> {
-        without_pair(self.argv, from, skip)
+    /// Every argument as Redis passed it.
+    pub fn argv(&self) -> &'a [RStr] {
+        self.argv
     }
 
     /// The bytes of argument `i` (empty past the end; handlers check lengths).
@@ -101,26 +100,19 @@ impl<'a> Args<'a> {
     }
 }
 
-/// `items[from..]` less the two items at `skip` (when it lies there):
-/// borrowed unless the pair sits in the middle.
-fn without_pair<T: Clone>(items: &[T], from: usize, skip: Option<usize>) -> Cow<'_, [T]> {
-    let rest = items.get(from..).unwrap_or(&[]);
-    match skip.and_then(|at| at.checked_sub(from)) {
-        None => rest.into(),
-        Some(0) => rest.get(2..).unwrap_or(&[]).into(),
-        Some(n) => {
-            let (head, tail) = rest.split_at(n.min(rest.len()));
-            head.iter()
-                .chain(tail.iter().skip(2))
-                .cloned()
-                .collect::<Vec<_>>()
-                .into()
-        }
-    }
-}
-
 /// Arity as Redis declares it: `n` exactly, or `-n` for at least n.
 pub type Arity = i32;
+
+/// Who may send a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(non_camel_case_types)] // named as the command table's rows read
+pub enum Caller {
+    /// Any client the ACL lets through.
+    client,
+    /// Only the primary's replication link and the AOF loader: the effect
+    /// commands, which write whatever values they carry.
+    internal,
+}
 
 pub(crate) fn run(
     ctx: *mut raw::RedisModuleCtx,
@@ -128,9 +120,20 @@ pub(crate) fn run(
     argc: c_int,
     name: &str,
     arity: Arity,
+    caller: Caller,
     handler: fn(Ctx, Args) -> CmdResult,
 ) -> c_int {
     let ctx = Ctx(ctx);
+    // An effect command writes whatever values it carries (any version,
+    // subject, deadline or size, past every limit): only the primary's
+    // link and the AOF loader may send one. The context flags say which
+    // sent this; a client, even one the ACL lets through, is refused.
+    if caller == Caller::internal && !ctx.is_primary_or_loading() {
+        ctx.reply_error(&format!(
+            "ERR '{name}' is internal: only a primary's replication link or the AOF may send it"
+        ));
+        return raw::REDISMODULE_OK as c_int;
+    }
     let argv: &[RStr] = if argv.is_null() || argc <= 0 {
         &[]
     } else {
@@ -154,29 +157,4 @@ pub(crate) fn run(
 /// Runs a type callback, turning a panic into `fallback`.
 pub fn guarded<T>(fallback: T, f: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or(fallback)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::without_pair;
-
-    #[test]
-    fn without_pair_drops_the_option_and_its_value() {
-        let argv = [0, 1, 2, 3, 4, 5, 6];
-        assert_eq!(&*without_pair(&argv, 2, None), &[2, 3, 4, 5, 6]);
-        assert_eq!(&*without_pair(&argv, 2, Some(2)), &[4, 5, 6]);
-        assert_eq!(&*without_pair(&argv, 2, Some(4)), &[2, 3, 6]);
-        assert_eq!(&*without_pair(&argv, 2, Some(5)), &[2, 3, 4]);
-        assert_eq!(&*without_pair(&argv, 2, Some(6)), &[2, 3, 4, 5]);
-        assert_eq!(
-            &*without_pair(&argv, 2, Some(1)),
-            &[2, 3, 4, 5, 6],
-            "before `from`: ignored"
-        );
-        assert_eq!(&*without_pair(&argv, 9, Some(9)), &[] as &[i32]);
-        assert!(matches!(
-            without_pair(&argv, 2, Some(2)),
-            std::borrow::Cow::Borrowed(_)
-        ));
-    }
 }

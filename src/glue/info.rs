@@ -1,5 +1,6 @@
-//! Per-tenant lines of `INFO session`, one dict field per tenant in the
-//! style of `INFO keyspace`:
+//! The `INFO session` section: `session_<counter>` fields, the tenant
+//! count, the active key, the sealed values per key id, and one dict field
+//! per tenant in the style of `INFO keyspace`:
 //!
 //! ```text
 //! session_tenant_acme:sessions=3,created=5,hits=9,...,data_bytes=120
@@ -12,10 +13,33 @@
 
 use std::collections::BTreeSet;
 
-use redis_module::{raw, InfoContext};
+use redis_module::InfoContext;
 
+use super::{helpers, rm, state};
 use crate::core::keys::valid_tenant;
-use crate::glue::{cmd_index, state};
+
+#[allow(deprecated)] // the builder cannot name the section after the module alone
+pub fn section(ctx: &InfoContext, _for_crash_report: bool) {
+    ctx.add_info_section(None);
+    for (name, v) in helpers::stats_rows(None) {
+        ctx.add_info_field_long_long(name, v as i64);
+    }
+    let (tenants, sealed, active) = state::with(|st| {
+        let active = st.keyring.as_ref().map(|r| r.active_id());
+        let sealed = st.index.sealed_counts(active);
+        let active = active.map(|a| String::from_utf8_lossy(a).into_owned());
+        (st.tenants.len(), sealed, active)
+    });
+    ctx.add_info_field_long_long("tenants", tenants as i64);
+    ctx.add_info_field_str("keyring_active", active.as_deref().unwrap_or(""));
+    for (id, n) in sealed {
+        ctx.add_info_field_long_long(
+            &format!("sealed_values_{}", String::from_utf8_lossy(&id)),
+            n as i64,
+        );
+    }
+    add_tenant_fields(ctx);
+}
 
 /// Every tenant the server knows of, sorted: live sessions, counters, settings.
 pub fn known_tenants() -> BTreeSet<Vec<u8>> {
@@ -39,10 +63,10 @@ pub fn add_tenant_fields(ctx: &InfoContext) {
         let Ok(name) = std::str::from_utf8(&tenant) else {
             continue;
         };
-        raw::add_info_begin_dict_field(ctx.ctx, &format!("tenant_{name}"));
-        for (field, v) in cmd_index::stats_rows(Some(&tenant)) {
-            raw::add_info_field_long_long(ctx.ctx, field, v as i64);
-        }
-        raw::add_info_end_dict_field(ctx.ctx);
+        rm::reply::info_dict(
+            ctx,
+            &format!("tenant_{name}"),
+            &helpers::stats_rows(Some(&tenant)),
+        );
     }
 }

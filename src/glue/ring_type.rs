@@ -3,14 +3,15 @@
 //! is `core::routing::Ring`; its encoding (with its own format byte) is the
 //! one RDB, AOF, replication and DEBUG DIGEST all see.
 
-use std::os::raw::{c_char, c_int, c_void};
+use std::os::raw::{c_int, c_void};
 use std::ptr;
 
 use redis_module::native_types::RedisType;
 use redis_module::raw;
 
 use super::guard::guarded;
-use super::rm::api;
+use super::rm::{io, propagate};
+use super::wire;
 use crate::core::routing::Ring;
 
 /// The encoding version Redis records with each ring; `rdb_load` refuses
@@ -48,32 +49,22 @@ fn value<'a>(v: *mut c_void) -> Option<&'a Ring> {
     unsafe { v.cast::<Ring>().as_ref() }
 }
 
-fn log_refused(rdb: *mut raw::RedisModuleIO, why: &str) {
-    if let Ok(msg) = std::ffi::CString::new(format!("session: refused ring: {why}")) {
-        unsafe { api!(RedisModule_LogIOError)(rdb, c"warning".as_ptr(), c"%s".as_ptr(), msg.as_ptr()) };
-    }
-}
-
 extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
     guarded(ptr::null_mut(), || {
         if encver < 1 || encver > RING_ENCODING_VERSION {
-            log_refused(rdb, &format!("unknown RDB encoding version {encver}"));
+            io::log_error(
+                rdb,
+                &format!("session: refused ring: unknown RDB encoding version {encver}"),
+            );
             return ptr::null_mut();
         }
-        let mut len = 0usize;
-        let buf = unsafe { api!(RedisModule_LoadStringBuffer)(rdb, &mut len) };
-        if unsafe { api!(RedisModule_IsIOError)(rdb) } != 0 || buf.is_null() {
-            return ptr::null_mut();
-        }
-        // SAFETY: Redis returned a buffer of `len` bytes, freed below.
-        let decoded = Ring::decode(unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) });
-        unsafe { api!(RedisModule_Free)(buf.cast::<c_void>()) };
-        match decoded {
-            Ok(r) => Box::into_raw(Box::new(r)).cast::<c_void>(),
-            Err(e) => {
-                log_refused(rdb, &e);
+        match io::load_buffer(rdb, Ring::decode) {
+            Some(Ok(r)) => Box::into_raw(Box::new(r)).cast::<c_void>(),
+            Some(Err(e)) => {
+                io::log_error(rdb, &format!("session: refused ring: {e}"));
                 ptr::null_mut()
             }
+            None => ptr::null_mut(),
         }
     })
 }
@@ -81,8 +72,7 @@ extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_vo
 extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, v: *mut c_void) {
     guarded((), || {
         if let Some(r) = value(v) {
-            let buf = r.encode();
-            unsafe { api!(RedisModule_SaveStringBuffer)(rdb, buf.as_ptr().cast::<c_char>(), buf.len()) };
+            io::save_buffer(rdb, &r.encode());
         }
     })
 }
@@ -92,17 +82,7 @@ extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, v: *mut c_void) {
 extern "C" fn aof_rewrite(aof: *mut raw::RedisModuleIO, key: *mut raw::RedisModuleString, v: *mut c_void) {
     guarded((), || {
         if let Some(r) = value(v) {
-            let buf = r.encode();
-            unsafe {
-                api!(RedisModule_EmitAOF)(
-                    aof,
-                    c"SESSION.RING.APPLY".as_ptr(),
-                    c"sb".as_ptr(),
-                    key,
-                    buf.as_ptr().cast::<c_char>(),
-                    buf.len(),
-                )
-            };
+            propagate::emit_aof(aof, &wire::ring_apply(key, &r.encode()));
         }
     })
 }
@@ -115,11 +95,7 @@ extern "C" fn mem_usage(v: *const c_void) -> usize {
 extern "C" fn digest(md: *mut raw::RedisModuleDigest, v: *mut c_void) {
     guarded((), || {
         if let Some(r) = value(v) {
-            let buf = r.encode();
-            unsafe {
-                api!(RedisModule_DigestAddStringBuffer)(md, buf.as_ptr().cast::<c_char>(), buf.len());
-                api!(RedisModule_DigestEndSequence)(md);
-            }
+            io::digest(md, &r.encode());
         }
     })
 }

@@ -1,4 +1,4 @@
-//! Sealing at rest (SPEC §7): the key file, and the two edges where data
+//! Sealing at rest (README, *Sealed data at rest*): the key file, and the two edges where data
 //! crosses the process boundary. Sessions are held in plaintext in memory
 //! (the key lives with the server, so sealing memory would protect nothing
 //! the key does not also expose); what leaves the process is sealed on its

@@ -2,7 +2,7 @@
 sessions, in place, while the application keeps serving them.
 
 Each session is converted alone and atomically: ``WATCH key``, read its
-hash, ``MULTI; DEL key; SESSION.APPLY key <record>; EXEC``. The record
+hash, ``MULTI; DEL key; SESSION.IMPORT key <record>; EXEC``. The record
 (``record.py``) carries everything the hash held — subject, created,
 version, last access, idle, absolute deadline, grace, meta, data, and for a
 revoked session its reason and tombstone end — so no user is logged out,
@@ -84,7 +84,7 @@ def _has_module(node: Any) -> bool:
     # the command's arity error proves it exists (redis-py cannot parse
     # COMMAND INFO's nil for a command that does not)
     try:
-        node.execute_command("SESSION.APPLY")
+        node.execute_command("SESSION.IMPORT")
     except redis.ResponseError as e:
         return "unknown command" not in str(e).lower()
     return True
@@ -110,7 +110,7 @@ def convert_key(node: Any, key: bytes, report: MigrationReport, max_retries: int
                     return True
                 p.multi()
                 p.delete(key)
-                p.execute_command("SESSION.APPLY", key, rec)
+                p.execute_command("SESSION.IMPORT", key, rec)
                 p.execute()
                 report.converted += 1
                 if b"ru" in h:

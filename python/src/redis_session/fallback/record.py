@@ -1,5 +1,5 @@
 """The two forms of one session: the fallback's hash and the module's
-persisted record (what ``SESSION.APPLY key <record>`` stores, with every
+persisted record (what ``SESSION.IMPORT key <record>`` stores, with every
 time absolute). ``migrate`` converts the first into the second.
 
 The record is the module's encoding version 1 (``src/core/encoding.rs``):
