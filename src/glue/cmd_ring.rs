@@ -2,15 +2,14 @@
 //! (SPEC §8), and the two effect commands replicas and the AOF receive.
 //! Each command takes one key; the logic is `core::routing`.
 //!
-//! Every ring write ends in [`commit`]: it propagates the effect with
-//! absolute values (its wire format in `wire.rs`), signals the key
-//! modified (WATCH, client-side caching) and publishes the keyspace event.
+//! Every ring write, a client's or the primary's effect, ends in the
+//! applier (`apply::commit_ring`): propagation with absolute values (the
+//! wire format in `wire.rs`), the modified-key signal, the keyspace event.
 
-use std::ffi::CStr;
-
+use super::apply::{commit_ring as commit, RingEffect as Effect};
 use super::guard::{Args, CmdError, CmdResult};
 use super::parse::{self, is};
-use super::rm::{self, Ctx, Key, RStr, RingSlot};
+use super::rm::{self, Ctx, Key, RingSlot};
 use super::wire;
 use crate::core::routing::{self, NodeState, Ring, RingError};
 
@@ -20,26 +19,6 @@ impl From<RingError> for CmdError {
             RingError::BadWeight | RingError::BadLoad => CmdError::NotInteger,
             e => CmdError::Err(e.to_string()),
         }
-    }
-}
-
-/// What a ring write sends to replicas and the AOF.
-enum Effect<'a> {
-    /// The whole ring (membership, states, weights, options, loads).
-    Whole,
-    /// Loads reported at an absolute time: the caller's name/load pairs.
-    Loads(i64, &'a [RStr]),
-}
-
-/// Publishes a write already made to `r` (held by the key `name`).
-fn commit(ctx: Ctx, name: RStr, r: &Ring, effect: Effect, event: Option<&CStr>) {
-    match effect {
-        Effect::Whole => ctx.replicate(&wire::ring_apply(name, &r.encode())),
-        Effect::Loads(at, pairs) => ctx.replicate(&wire::ring_loads(name, at, pairs)),
-    }
-    ctx.signal_modified(name);
-    if let Some(event) = event {
-        ctx.notify(event, name);
     }
 }
 
@@ -266,9 +245,10 @@ pub fn apply(ctx: Ctx, args: Args) -> CmdResult {
             }
         }
     }
-    ctx.replicate_verbatim();
-    ctx.signal_modified(args.raw(1));
-    ctx.notify(c"ring.apply", args.raw(1));
+    let RingSlot::Ring(r) = key.ring_slot() else {
+        return Err(CmdError::Err("could not store the ring".into()));
+    };
+    commit(ctx, args.raw(1), r, Effect::Whole, Some(c"ring.apply"));
     ctx.reply_simple(c"OK");
     Ok(())
 }
@@ -286,8 +266,8 @@ pub fn apply_load(ctx: Ctx, args: Args) -> CmdResult {
         }
         RingSlot::Ring(r) => {
             r.set_loads(at, &pairs)?;
-            ctx.replicate_verbatim();
-            ctx.signal_modified(args.raw(1));
+            let rest = args.argv().get(3..).unwrap_or(&[]);
+            commit(ctx, args.raw(1), r, Effect::Loads(at, rest), None);
             ctx.reply_int(1);
             Ok(())
         }
