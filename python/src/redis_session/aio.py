@@ -214,6 +214,19 @@ class AsyncSessionStore(Generic[D]):
         nodata: bool = False,
         fresh: bool = False,
     ) -> Session[D] | None:
+        core = self._core
+        if core.cache is None and fields is None and not nodata:
+            # one command, no generator (see `StoreCore.get_request`)
+            t0 = time.perf_counter()
+            try:
+                req = core.get_request(sid, touch)
+                s = None if req is None else core.got(sid, await self._attempts(req, None))
+            except BaseException as e:
+                self._hooks.on_call("get", time.perf_counter() - t0, type(e).__name__)
+                raise
+            if req is not None:
+                self._hooks.on_call("get", time.perf_counter() - t0, "ok")
+                return s
         if not fresh and fields is None and not nodata:
             # near-cache hit: no generator, no round trip
             s, renewal = self._core.cached(sid, touch)

@@ -79,6 +79,16 @@ class ModuleBackend:
         reply = yield Command(args, key, readonly=readonly, retry=Retry.SAFE)
         return decode_map(check(reply))
 
+    def get_command(self, key: bytes, touch: bool) -> Command | None:
+        """The one command of a whole read once ``PACKED`` is known to work
+        (its reply goes to `replies.decode_packed`), else None: the driver's
+        fast path, with no generator. Same command, retry and routing as `get`."""
+        if self.packed is not True:
+            return None
+        if touch:
+            return Command((b"SESSION.GET", key, b"TOUCH", b"PACKED"), key, readonly=False, retry=Retry.SAFE)
+        return Command((b"SESSION.GET", key, b"PACKED"), key, readonly=True, retry=Retry.SAFE)
+
     def get(
         self, key: bytes, *, touch: bool, fields: Sequence[bytes] | None, nodata: bool
     ) -> Op[RawSession | None]:
