@@ -135,13 +135,19 @@ class AsyncSessionStore(Generic[D]):
                 connection_error_retry_attempts=0,
             )
         else:
-            pool = aredis.BlockingConnectionPool.from_url(
+            from ._aioconn import BlockingPool, Connection
+
+            # redis-py's pool and connection without a task per write and a
+            # lock per checkout: same timeouts and errors (see `_aioconn`)
+            pool = BlockingPool.from_url(
                 url,
                 max_connections=max_connections,
                 timeout=pool_timeout,
                 socket_timeout=socket_timeout,
                 socket_connect_timeout=socket_connect_timeout,
             )
+            if pool.connection_class is aredis.Connection:
+                pool.connection_class = Connection
             client = aredis.Redis(connection_pool=pool)
         store = cls(client, tenant=tenant, **kwargs)
         store._owns_client = True
