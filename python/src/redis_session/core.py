@@ -57,6 +57,7 @@ def _meta(meta: Mapping[str, str] | None) -> dict[bytes, bytes]:
 
 
 _EMPTY: Mapping[str, str] = frozen_map({})
+_STATES = frozenset(("active", "grace"))
 
 
 def _raw_size(raw: RawSession) -> int:
@@ -102,7 +103,7 @@ class StoreCore(Generic[D]):
             _text(raw.subject),
             raw.created,
             raw.version,
-            _state(raw.state),
+            raw.state if raw.state in _STATES else _state(raw.state),  # type: ignore[arg-type]
             raw.last_access,
             raw.idle_deadline,
             raw.absolute_deadline,

@@ -36,6 +36,9 @@ _TENANT_OPTIONS = {
 }
 
 
+_SAFE = Retry.SAFE
+
+
 def _flat(m: Mapping[bytes, bytes]) -> list[Arg]:
     out: list[Arg] = []
     for k, v in m.items():
@@ -86,8 +89,8 @@ class ModuleBackend:
         if self.packed is not True:
             return None
         if touch:
-            return Command((b"SESSION.GET", key, b"TOUCH", b"PACKED"), key, readonly=False, retry=Retry.SAFE)
-        return Command((b"SESSION.GET", key, b"PACKED"), key, readonly=True, retry=Retry.SAFE)
+            return Command((b"SESSION.GET", key, b"TOUCH", b"PACKED"), key, False, _SAFE)
+        return Command((b"SESSION.GET", key, b"PACKED"), key, True, _SAFE)
 
     def get(
         self, key: bytes, *, touch: bool, fields: Sequence[bytes] | None, nodata: bool
