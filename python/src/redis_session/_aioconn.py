@@ -35,10 +35,18 @@ else:  # pragma: no cover
 
 __all__ = ["BlockingPool", "Connection"]
 
+# The shortcuts lean on redis-py 5.x internals; where a release lacks one,
+# each class takes redis-py's own path instead of failing.
+_FAST_WRITE = hasattr(aredis.Connection, "_send_packed_command")
+_FAST_CHECKOUT = all(
+    hasattr(aredis.BlockingConnectionPool, name)
+    for name in ("can_get_connection", "get_available_connection", "ensure_connection")
+)
+
 
 class Connection(aredis.Connection):
     async def send_packed_command(self, command: str | bytes | Iterable[bytes], check_health: bool = True) -> None:
-        if not self.socket_timeout:
+        if not self.socket_timeout or not _FAST_WRITE:
             await super().send_packed_command(command, check_health)
             return
         me: Any = self  # redis-py's methods are untyped
@@ -71,9 +79,15 @@ class Connection(aredis.Connection):
 
 class BlockingPool(aredis.BlockingConnectionPool):
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
-        cond = self._condition
-        # no waiter (the attribute missing: take redis-py's path), the lock free
-        if not getattr(cond, "_waiters", True) and not cond.locked() and self.can_get_connection():
+        cond = getattr(self, "_condition", None)
+        # no waiter (an attribute missing: take redis-py's path), the lock free
+        if (
+            _FAST_CHECKOUT
+            and cond is not None
+            and not getattr(cond, "_waiters", True)
+            and not cond.locked()
+            and self.can_get_connection()
+        ):
             me: Any = self
             connection = me.get_available_connection()
             try:
