@@ -5,6 +5,7 @@ port with the module loaded, in its own directory, and stops it again.
 """
 
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -824,10 +825,11 @@ class FakePrimary:
         with open(self.replica.logfile, "rb") as f:
             f.seek(start)
             new = f.read().decode(errors="replace")
-        marker = "sending an error to its master: '"
+        # Redis logs "... to its master: '", Valkey "... to its primary: '"
         for line in new.splitlines():
-            if marker in line:
-                msg = line.split(marker, 1)[1].rsplit("' after processing the command", 1)[0]
+            m = re.search(r"sending an error to its (?:master|primary): '", line)
+            if m:
+                msg = line[m.end():].rsplit("' after processing the command", 1)[0]
                 raise redis.ResponseError(msg.lstrip("-"))
 
     def close(self):
