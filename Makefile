@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
 .PHONY: venv-frameworks deps-chromium test-frameworks proof-table example example-load test-matrix deps-matrix
-.PHONY: all build run test test-rust test-py test-python test-fallback-valkey test-ops bench-python lint bench bench-smoke soak deps-build deps-redis deps-ops venv clean
+.PHONY: all build run test test-rust test-py test-python test-fallback-valkey test-ops bench-python lint bench bench-smoke soak deps-build deps-redis deps-ops deps-haproxy venv clean
 
 all: build
 
@@ -28,6 +28,14 @@ deps-redis:
 	@if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null || ! command -v redis-benchmark >/dev/null; then \
 		$(MAKE) --no-print-directory .apt-updated && \
 		$(SUDO) $(APT) install -y -qq --no-install-recommends redis-server redis-tools; \
+	fi
+
+# Debian's haproxy 2.6, for the routing test in front of a fleet
+# (integration/test_haproxy.py; skipped with a message where it is missing).
+deps-haproxy:
+	@if ! command -v haproxy >/dev/null && ! [ -x /usr/sbin/haproxy ]; then \
+		$(MAKE) --no-print-directory .apt-updated && \
+		$(SUDO) $(APT) install -y -qq --no-install-recommends haproxy || echo "haproxy could not be installed: test_haproxy.py will be skipped"; \
 	fi
 
 $(VENV)/.ok: integration/requirements.txt python/pyproject.toml
@@ -60,7 +68,7 @@ run: build deps-redis
 # --- tests --------------------------------------------------------------------
 # The bench smoke run keeps bench/ from rotting; pytest runs last so its
 # summary closes the output.
-test: build deps-redis deps-ops venv venv-frameworks deps-chromium
+test: build deps-redis deps-ops deps-haproxy venv venv-frameworks deps-chromium
 	cargo test --release
 	$(MAKE) --no-print-directory bench-smoke
 	SESSION_MODULE=$(MODULE) $(PY) -m pytest -q integration $(PYTEST_ARGS)

@@ -317,6 +317,51 @@ def retrying(run):
 
 # ------------------------------------------------------------------ servers
 
+def routing_targets(sim: dict) -> list[dict]:
+    """Issue 20's algorithm targets from the simulation's figures."""
+    out = []
+
+    def t(what: str, ratio: float, target: str, ok: bool) -> None:
+        out.append({"what": what, "ratio": round(ratio, 4), "target": target, "status": "PASS" if ok else "MISS"})
+    for n in (10, 100):
+        if f"balance.rendezvous.n{n}" in sim:
+            v = sim[f"balance.rendezvous.n{n}"]
+            t(f"routing balance, N = {n}: max/mean ids per node", v, "<=1.05", v <= 1.05)
+    if "balance.rendezvous.n1000" in sim:
+        v = sim["balance.rendezvous.n1000"] / sim["balance.uniform.n1000"]
+        t("routing balance, N = 1000: max/mean over uniform placement's", v, "<=1.1", v <= 1.1)
+    v = sim["weights_124.worst_error.rendezvous"]
+    t("routing weights 1:2:4: worst relative error", v, "<=0.03", v <= 0.03)
+    for key, v in sim.items():
+        if key.startswith("remove.others_moved.rendezvous") or key.startswith("add.moved_elsewhere.rendezvous"):
+            t(f"routing {key}: ids moved that need not", v, "==0", v == 0)
+        if key.startswith("add.moved_x_n1.rendezvous"):
+            t(f"routing {key}: share moved x (N+1)", v, "<=1.05", v <= 1.05)
+    v, lim = sim["zipf.bounded.max_over_mean"], sim["zipf.bounded.limit_c_plus_one_weight"]
+    t(f"routing Zipf, c = 1.25: max/mean load (plain hashing {sim['zipf.plain.max_over_mean']:.3f})", v,
+      f"<={lim:.3f}", v <= lim and sim["zipf.bounded.rule_held"] == 1)
+    return out
+
+
+def print_routing(sim: dict) -> None:
+    print("")
+    print(f"{'routing algorithms (1M ids; smoke 100k)':<44} {'N':>5} {'max/mean':>9} {'moved/others':>13} "
+          f"{'add x(N+1)':>11} {'lookup ns':>10}")
+    algos = sorted({k.split(".")[1] for k in sim if k.startswith("balance.") and "uniform" not in k})
+    for n in (10, 100, 1000):
+        if f"balance.uniform.n{n}" not in sim:
+            continue
+        print(f"{'uniform placement (binomial floor)':<44} {n:>5} {sim[f'balance.uniform.n{n}']:>9.4f}")
+        for a in algos:
+            if f"balance.{a}.n{n}" in sim:
+                print(f"{a:<44} {n:>5} {sim[f'balance.{a}.n{n}']:>9.4f} "
+                      f"{sim[f'remove.others_moved.{a}.n{n}']:>13,.0f} {sim[f'add.moved_x_n1.{a}.n{n}']:>11.3f} "
+                      f"{sim[f'lookup_ns.{a}.n{n}']:>10.0f}")
+    print(f"Zipf request weights, 100k ids, 10 nodes, c = 1.25: bounded max/mean "
+          f"{sim['zipf.bounded.max_over_mean']:.3f} (limit c + one weight/mean "
+          f"{sim['zipf.bounded.limit_c_plus_one_weight']:.3f}), plain rendezvous {sim['zipf.plain.max_over_mean']:.3f}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -806,6 +851,57 @@ def phase_reads(rows: Rows, m: Server, p: Server, cfg, sealed: Server | None = N
                 rows.add(name, pl, s, group="read", client="redis-benchmark", command=" ".join(command))
 
 
+ROUTE_GET = "GET (600 B string), routing phase"
+ROUTE_1000 = "SESSION.ROUTE, 1000-node ring"
+ROUTE_10 = "SESSION.ROUTE, 10-node ring"
+ROUTE_1 = "SESSION.ROUTE, 1-node ring"
+RING_GET_1000 = "SESSION.RING.GET, 1000-node ring"
+RING_LOAD_100 = "SESSION.RING.LOAD of 100 nodes"
+
+
+def phase_routing(rows: Rows, cfg, module: str, workdir: Path) -> dict:
+    """Routing rings (issue 20): SESSION.ROUTE (random ids) on rings of 1,
+    10 and 1000 nodes, RING.GET of 1000 nodes and RING.LOAD of 100 against
+    GET on the same server at -P 16; then the algorithm's figures from
+    examples/routing_sim.rs (balance, disruption, bounded loads)."""
+    srv = Server("routing", workdir, module)
+    try:
+        r = srv.r
+        r.set("str:route", "x" * 600)
+        for n in (1, 10, 100, 1000):
+            args: list = []
+            for i in range(n):
+                args += ["NODE", f"app-{i:04d}", 1 + i % 3]
+            r.execute_command("SESSION.RING.SET", f"ring:{n}", *args)
+        load = []
+        for i in range(100):
+            load += [f"app-{i:04d}", str(i * 7)]
+        variants = [
+            (ROUTE_GET, ["GET", "str:route"]),
+            (ROUTE_1000, ["SESSION.ROUTE", "ring:1000", "sid-__rand_int__"]),
+            (ROUTE_10, ["SESSION.ROUTE", "ring:10", "sid-__rand_int__"]),
+            (ROUTE_1, ["SESSION.ROUTE", "ring:1", "sid-__rand_int__"]),
+            (RING_GET_1000, ["SESSION.RING.GET", "ring:1000"]),
+            (RING_LOAD_100, ["SESSION.RING.LOAD", "ring:100", *load]),
+        ]
+        sizes: dict[str, int] = {}
+        for rnd in range(cfg.rounds):
+            log(f"routing, round {rnd + 1}/{cfg.rounds}, -P 16")
+            for name, command in variants:
+                if name not in sizes:
+                    warm = redis_benchmark(srv, command, 16, 3000 if cfg.smoke else 40_000, 1_000_000)
+                    sizes[name] = rb_requests(cfg.smoke, warm["rps"], cfg.secs)
+                s = retrying(lambda: redis_benchmark(srv, command, 16, sizes[name], 1_000_000))
+                rows.add(name, 16, s, group="routing", client="redis-benchmark", command=" ".join(command[:3]))
+    finally:
+        srv.stop()
+    log("routing: the algorithm's figures (cargo run --release --example routing_sim)")
+    sim = ["cargo", "run", "--release", "-q", "--manifest-path", str(ROOT / "Cargo.toml"), "--example",
+           "routing_sim", "--", "--json"]
+    out = run_cmd(sim + (["--smoke"] if cfg.smoke else []), 900, "routing_sim")
+    return json.loads(out[out.index("{"):])
+
+
 def phase_writes(rows: Rows, m: Server, p: Server, cfg, shape: Shape) -> None:
     cas_sha = p.r.script_load(LUA_CAS)
     n = cfg.keys
@@ -998,6 +1094,12 @@ COMPARISONS = [
     ("SESSION.CREATE", "SET PX (JSON blob)", 1, None, ">=", ""),
     ("SESSION.CREATE", "HSET + PEXPIRE (hash)", 16, None, ">=", ""),
     ("SESSION.CREATE", "HSET + PEXPIRE (hash)", 1, None, ">=", ""),
+    # routing rings (phase_routing)
+    (ROUTE_1000, ROUTE_GET, 16, 0.8, ">=", "random ids; issue 20's cost target"),
+    (ROUTE_10, ROUTE_GET, 16, None, ">=", "random ids"),
+    (ROUTE_1, ROUTE_GET, 16, None, ">=", "the module command's floor"),
+    (RING_GET_1000, ROUTE_GET, 16, None, ">=", "a reply of 1000 nodes x 4 fields"),
+    (RING_LOAD_100, ROUTE_GET, 16, None, ">=", "200 arguments, one write"),
 ]
 
 
@@ -1131,8 +1233,8 @@ def main() -> int:
     ap.add_argument("--keys", type=int, help="population for the throughput rows (default 100000; smoke 2000)")
     ap.add_argument("--mem-keys", type=int, help="population for memory and DEBUG RELOAD (default 1000000; smoke 2000)")
     ap.add_argument("--py-procs", type=int, default=8, help="redis-py client processes (default 8)")
-    ap.add_argument("--only", default="reads,writes,creates,memory",
-                    help="comma-separated phases: reads, writes, creates, memory")
+    ap.add_argument("--only", default="reads,writes,creates,memory,routing",
+                    help="comma-separated phases: reads, writes, creates, memory, routing")
     ap.add_argument("--quiet-wait", type=float,
                     help="before each measurement, wait up to this many seconds for other processes on the machine "
                          "to go idle (default 10; smoke 0 = off)")
@@ -1219,6 +1321,8 @@ def main() -> int:
             for s in servers:
                 s.stop()
             servers.clear()
+        if "routing" in phases:
+            res["routing_sim"] = phase_routing(rows, cfg, module, workdir)
         res["throughput"] = rows.export()
         res["comparisons"] = compare(rows)
         if "memory" in phases:
@@ -1254,8 +1358,13 @@ def main() -> int:
         res["targets"].append({"what": "DEBUG RELOAD sessions / JSON string blobs",
                                "ratio": res["reload"]["ratio_sessions_to_blobs"], "target": "<=1.2",
                                "status": res["reload_status"]})
+    sim = res.get("routing_sim")
+    if sim:
+        res["targets"] += routing_targets(sim)
     out_path.write_text(json.dumps(res, indent=2) + "\n")
     print_table(res)
+    if sim:
+        print_routing(sim)
     print(f"results: {out_path}")
     return 0
 

@@ -17,8 +17,9 @@ use glue::cmdinfo::{self, ALL_KEYS, ALL_NODES, ALL_OK, ALL_SUM, NONE};
 use glue::config::*;
 use glue::datatype::SESSION_TYPE;
 use glue::info::section as info;
+use glue::ring_type::RING_TYPE;
 use glue::rm::{self, register, Ctx};
-use glue::{cmd_index, cmd_internal, cmd_keyring, cmd_session, cmd_tenant, events, guard};
+use glue::{cmd_index, cmd_internal, cmd_keyring, cmd_ring, cmd_session, cmd_tenant, events, guard};
 
 /// The command table, in three groups: keyed commands (first/last/step
 /// key 1, 1, 1), keyless ones, and the effect commands. Each row: name,
@@ -97,6 +98,11 @@ command_table! {
         "session.cas", cmd_session::cas, "write deny-oom", -3, (c"Replaces a session's data if its version matches.", "write", NONE, false);
         "session.revoke", cmd_session::revoke, "write fast", -2, (c"Revokes a session.", "write fast", NONE, false);
         "session.ttl", cmd_session::ttl, "readonly fast", 2, (c"Time left on each of a session's clocks.", "read fast", NONE, true);
+        "session.ring.set", cmd_ring::set, "write deny-oom", -5, (c"Replaces a routing ring's membership.", "write", NONE, false);
+        "session.ring.node", cmd_ring::node, "write deny-oom fast", -4, (c"Changes one node of a routing ring.", "write fast", NONE, false);
+        "session.ring.load", cmd_ring::load, "write deny-oom fast", -4, (c"Records the loads of routing ring nodes.", "write fast", NONE, false);
+        "session.ring.get", cmd_ring::get, "readonly fast", 2, (c"A routing ring's nodes, weights, states and loads.", "read fast", NONE, true);
+        "session.route", cmd_ring::route, "readonly fast", -3, (c"The node of a routing ring that serves an id.", "read fast", NONE, true);
     }
     keyless {
         "session.list" => cmd_index::list, "readonly", 3, (c"Keys of a subject's live sessions on this server.", "read", ALL_KEYS, false);
@@ -119,6 +125,8 @@ command_table! {
         "session.apply" => (cmd_internal::apply) "admin deny-script deny-oom", -3, (c"Internal: a session write's effect.", "admin dangerous", NONE, false);
         "session.applyset" => (cmd_internal::apply_set) "admin deny-script deny-oom", -5, (c"Internal: a field write's effect.", "admin dangerous", NONE, false);
         "session.applyrenew" => (cmd_internal::apply_renew) "admin deny-script", 5, (c"Internal: a renewal's effect.", "admin dangerous", NONE, false);
+        "session.ring.apply" => (cmd_ring::apply) "admin deny-script deny-oom", 3, (c"Internal: a ring write's effect.", "admin dangerous", NONE, false);
+        "session.ring.applyload" => (cmd_ring::apply_load) "admin deny-script deny-oom", -5, (c"Internal: a ring load report's effect.", "admin dangerous", NONE, false);
     }
 }
 
@@ -131,6 +139,7 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     }
     let ctx = Ctx(ctx.ctx);
     rm::key::set_session_type(*SESSION_TYPE.raw_type.borrow());
+    rm::key::set_ring_type(*RING_TYPE.raw_type.borrow());
     register::set_module_options(ctx);
     let keyfile = glue::config::keyfile(ctx.0);
     if !keyfile.is_empty() {
@@ -156,7 +165,7 @@ redis_module! {
     name: "session",
     version: 1,
     allocator: (alloc::ModuleAlloc, alloc::ModuleAlloc),
-    data_types: [SESSION_TYPE],
+    data_types: [SESSION_TYPE, RING_TYPE],
     init: init,
     info: info,
     configurations: [

@@ -29,6 +29,7 @@ from typing import Any
 import msgspec
 import redis
 import redis.asyncio as aredis
+from redis.client import NEVER_DECODE
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "integration"))
@@ -45,6 +46,9 @@ DATA = {
     "prefs": {"lang": "en", "tz": "Europe/Paris", "beta": True, "notes": "y" * 200},
 }
 META = {"ip": "10.0.0.7", "ua": "Mozilla/5.0 (X11; Linux x86_64)"}
+FLOOR_KEY = b"bench:floor"
+FLOOR_LEN = [0]
+ROWS = ("store.get touch", "HGETALL+PEXPIRE pipeline", "GET blob + msgspec", "GET floor")
 
 
 def per_call(fn: Any, n: int) -> float:
@@ -85,6 +89,10 @@ def setup_keys(r: Any, store: SessionStore[Any]) -> tuple[str, bytes, bytes]:
     r.hset(hkey, mapping={**header, **{b"d:" + k: v for k, v in enc.items()}})
     bkey = b"bsess:" + s.sid.encode()
     r.set(bkey, msgspec.msgpack.encode({"header": {k.decode(): v for k, v in header.items()}, "data": DATA}))
+    # the floor: a blob as long as the session's PACKED reply, read with no decode
+    packed = r.execute_command("SESSION.GET", store._core.keys.key(s.sid), "PACKED", **{NEVER_DECODE: True})
+    FLOOR_LEN[0] = len(packed)
+    r.set(FLOOR_KEY, b"x" * len(packed))
     return s.sid, hkey, bkey
 
 
@@ -105,11 +113,15 @@ def sync_rows(port: int, n: int) -> dict[str, float]:
     def blob_read() -> Any:
         return dec.decode(r.get(bkey))
 
+    def floor() -> Any:
+        return r.get(FLOOR_KEY)
+
     out = interleaved(
         {
             "store.get touch": lambda: store.get(sid, touch=True),
             "HGETALL+PEXPIRE pipeline": hash_read,
             "GET blob + msgspec": blob_read,
+            "GET floor": floor,
         },
         n * 3,
     )
@@ -119,13 +131,24 @@ def sync_rows(port: int, n: int) -> dict[str, float]:
     return out
 
 
-def async_rows(port: int, n: int, tasks: int = 100) -> dict[str, float]:
+def async_rows(port: int, n: int, tasks: int = 100, timeouts: bool = False) -> dict[str, float]:
+    """``timeouts``: 1 s socket timeouts as an app would set them; the
+    store on `AsyncSessionStore.from_url`'s client, redis-py's own rows on a
+    `BlockingConnectionPool` with the same settings. Otherwise one shared
+    client without timeouts."""
+
     async def main() -> dict[str, float]:
-        pool = aredis.BlockingConnectionPool(port=port, max_connections=tasks)
+        kw: dict[str, Any] = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0} if timeouts else {}
+        pool = aredis.BlockingConnectionPool(port=port, max_connections=tasks, **kw)
         r: Any = aredis.Redis(connection_pool=pool)
         sync_store: SessionStore[Any] = SessionStore(redis.Redis(port=port), tenant="bench")
         sid, hkey, bkey = setup_keys(redis.Redis(port=port), sync_store)
-        store: AsyncSessionStore[Any] = AsyncSessionStore(r, tenant="bench")
+        if timeouts:
+            store: AsyncSessionStore[Any] = AsyncSessionStore.from_url(
+                f"redis://127.0.0.1:{port}/0", tenant="bench", max_connections=tasks, **kw
+            )
+        else:
+            store = AsyncSessionStore(r, tenant="bench")
         dec = msgspec.msgpack.Decoder()
 
         async def store_get() -> Any:
@@ -141,6 +164,9 @@ def async_rows(port: int, n: int, tasks: int = 100) -> dict[str, float]:
         async def blob_read() -> Any:
             return dec.decode(await r.get(bkey))
 
+        async def floor() -> Any:
+            return await r.get(FLOOR_KEY)
+
         async def run(fn: Any) -> float:
             per = n // tasks
 
@@ -153,13 +179,10 @@ def async_rows(port: int, n: int, tasks: int = 100) -> dict[str, float]:
             await asyncio.gather(*(worker() for _ in range(tasks)))
             return (time.perf_counter() - t0) / (per * tasks)
 
-        out = {k: float("inf") for k in ("store.get touch", "HGETALL+PEXPIRE pipeline", "GET blob + msgspec")}
+        fns = dict(zip(ROWS, (store_get, hash_read, blob_read, floor), strict=True))
+        out = {k: float("inf") for k in ROWS}
         for _ in range(3):  # taking turns
-            for name, fn in (
-                ("store.get touch", store_get),
-                ("HGETALL+PEXPIRE pipeline", hash_read),
-                ("GET blob + msgspec", blob_read),
-            ):
+            for name, fn in fns.items():
                 out[name] = min(out[name], await run(fn))
         await store.aclose()
         await r.aclose()
@@ -169,12 +192,11 @@ def async_rows(port: int, n: int, tasks: int = 100) -> dict[str, float]:
 
 
 def cpu_rows(n: int) -> dict[str, float]:
-    """The package's own CPU per read, no network: a store operation driven
-    by hand with a canned reply (PACKED, and the RESP2 map)."""
-    from redis_session import MsgpackCodec
-    from redis_session.core import StoreCore
+    """The package's own CPU per read, no network: ``store.get(sid,
+    touch=True)`` through the real driver on a client that answers at once
+    with a canned reply (PACKED: the one-command path; the RESP2 map: the
+    generator path), against one msgspec decode of the blob."""
     from redis_session.module import ModuleBackend
-    from redis_session.protocol import KeySchema
 
     enc = {k.encode(): msgspec.msgpack.encode(v) for k, v in DATA.items()}
     meta = {k.encode(): v.encode() for k, v in META.items()}
@@ -187,20 +209,19 @@ def cpu_rows(n: int) -> dict[str, float]:
         flat += [k.encode(), v.encode() if isinstance(v, str) else v]
     flat += [b"meta", [x for kv in meta.items() for x in kv], b"data", [x for kv in enc.items() for x in kv]]
     sid = "A" * 43
+
+    class Canned:
+        def __init__(self, reply: Any) -> None:
+            self.reply = reply
+
+        def execute_command(self, *args: Any, **kw: Any) -> Any:
+            return self.reply
+
     out = {}
-    for name, packed_mode, reply in (("cpu: store.get, PACKED", True, packed), ("cpu: store.get, map reply", False,
-                                                                                 flat)):
-        core: StoreCore[Any] = StoreCore(ModuleBackend(packed=packed_mode), MsgpackCodec(), KeySchema("sess:", "acme"))
-
-        def once(core: StoreCore[Any] = core, reply: Any = reply) -> Any:
-            op = core.get(sid, touch=True)
-            next(op)
-            try:
-                op.send(reply)
-            except StopIteration as e:
-                return e.value
-
-        out[name] = best(once, n * 4, 5)
+    for name, packed_mode, reply in (("cpu: store.get, PACKED", True, packed),
+                                     ("cpu: store.get, map reply", False, flat)):  # fmt: skip
+        store: SessionStore[Any] = SessionStore(Canned(reply), tenant="acme", backend=ModuleBackend(packed=packed_mode))
+        out[name] = best(lambda store=store: store.get(sid, touch=True), n * 4, 5)
     dec = msgspec.msgpack.Decoder()
     blob = msgspec.msgpack.encode({"header": head, "data": DATA})
     out["cpu: msgspec decode of the blob"] = best(lambda: dec.decode(blob), n * 4, 5)
@@ -307,17 +328,20 @@ def main() -> None:
     ap.add_argument("--json", default=str(ROOT / "python" / "bench" / "results.json"))
     args = ap.parse_args()
     n = 200 if args.smoke else 5000
+    load0 = os.getloadavg()
     d = tempfile.mkdtemp(prefix="pybench")
     srv = Server(d, name="bench").start()
     try:
         cpu = cpu_rows(n)
         sync = sync_rows(srv.port, n)
         asy = async_rows(srv.port, n * 2)
+        asy_t = async_rows(srv.port, n * 2, timeouts=True)
         cache = cache_rows(srv.port, n, 500 if args.smoke else 10_000, 2_000 if args.smoke else 50_000)
         backends = backend_rows(srv.port, n)
     finally:
         srv.stop()
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    load = f"load average {load0[0]:.1f} before, {os.getloadavg()[0]:.1f} after"
     cpu_model = "?"
     try:
         with open("/proc/cpuinfo") as f:
@@ -330,11 +354,15 @@ def main() -> None:
     machine = f"{os.cpu_count()}-core {cpu_model}, Python {platform.python_version()}, redis-py {redis.__version__}"
     path = "PACKED" if sync["packed"] else "map reply (module without PACKED)"
     rows = []
-    for mode, res in (("sync, 1 connection", sync), ("asyncio, 100 tasks", asy)):
+    for mode, res in (("sync, 1 connection", sync), ("asyncio, 100 tasks", asy),
+                      ("asyncio, 100 tasks, 1 s timeouts", asy_t)):  # fmt: skip
         g, h, b = res["store.get touch"], res["HGETALL+PEXPIRE pipeline"], res["GET blob + msgspec"]
+        fl = res["GET floor"]
         rows.append(f"| {mode} | store.get(touch=True) | {us(g)} | | |")
         rows.append(f"| {mode} | HGETALL + PEXPIRE pipeline | {us(h)} | {h / g:.2f}× slower than store.get | ≥ 2× |")
         rows.append(f"| {mode} | GET blob + msgspec decode | {us(b)} | store.get = {g / b:.2f}× its time | ≤ 1.25× |")
+        rows.append(f"| {mode} | floor: GET of {FLOOR_LEN[0]} bytes, no decode | {us(fl)} | "
+                    f"store.get = {g / fl:.2f}×, blob = {b / fl:.2f}× | |")
     speedup = cache["network read (store.get)"] / cache["near-cache hit"]
     rows.append(f"| sync | near-cache hit (store.get) | {us(cache['near-cache hit'])} | "
                 f"{speedup:.0f}× faster than a network read | ≥ 100× |")
@@ -344,7 +372,7 @@ def main() -> None:
     rows.append(f"| sync | network read (store.get, fresh=True) | {us(cache['network read (store.get)'])} | | |")
     rows.append(f"| sync | Zipf(1.1) hit rate, {int(cache['zipf sessions'])} sessions, "
                 f"cache of {int(cache['zipf cache entries'])} | {cache['zipf hit rate'] * 100:.1f} % | | |")
-    print(f"make bench-python — {when}; {machine}; read path: {path}" + (" (smoke)" if args.smoke else ""))
+    print(f"make bench-python — {when}; {machine}; {load}; read path: {path}" + (" (smoke)" if args.smoke else ""))
     print()
     print("| mode | row | per call | ratio | target |")
     print("|---|---|---:|---|---|")
@@ -361,7 +389,8 @@ def main() -> None:
         print(f"| {op} | {us(m)} | {us(lua)} | Lua = {lua / m:.2f}× | {us(ms)} | {us(ls)} | Lua = {ls / ms:.2f}× |")
     if not args.smoke:
         Path(args.json).write_text(
-            json.dumps({"when": when, "machine": machine, "path": path, "sync": sync, "async": asy, "cache": cache,
+            json.dumps({"when": when, "machine": machine, "load": load, "path": path, "sync": sync, "async": asy,
+                        "async_timeouts": asy_t, "cache": cache,
                         "cpu": cpu, "backends": backends},
                        indent=2)
         )

@@ -230,3 +230,52 @@ def test_kill_pause_restart_async(server: Any) -> None:
         assert max_call[0] < CALL_BOUND, max_call[0]
 
     asyncio.run(main())
+
+
+def test_async_pool_exhausted(server: Any) -> None:
+    """`from_url`'s asyncio pool (redis-py's, with a lock-free checkout when
+    nobody waits): more tasks than connections all get served in turn; with
+    the server paused, every call ends in `StoreUnavailable` within the
+    bounds (socket timeout for the holders, pool timeout for the waiters)."""
+    from redis_session._aioconn import BlockingPool, Connection
+
+    async def main() -> None:
+        store: AsyncSessionStore[Any] = AsyncSessionStore.from_url(
+            f"redis://127.0.0.1:{server.port}/0",
+            tenant="acme",
+            socket_timeout=TIMEOUT,
+            socket_connect_timeout=TIMEOUT,
+            max_connections=2,
+            pool_timeout=TIMEOUT,
+        )
+        pool = store._client.connection_pool
+        assert isinstance(pool, BlockingPool) and pool.connection_class is Connection
+        s = await store.create(data={"n": 1})
+        got = await asyncio.gather(*(store.get(s.sid, touch=True) for _ in range(40)))
+        assert all(g is not None and g.data["n"] == 1 for g in got)
+        assert len(pool._in_use_connections) == 0 and len(pool._available_connections) <= 2
+        server.proc.send_signal(signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            res = await asyncio.wait_for(
+                asyncio.gather(*(store.get(s.sid, touch=True) for _ in range(10)), return_exceptions=True),
+                CALL_BOUND + 5,
+            )
+            took = time.monotonic() - t0
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
+        assert all(isinstance(r, StoreUnavailable) for r in res), [type(r).__name__ for r in res]
+        assert took < CALL_BOUND, took
+        # back: the pool serves again (the breaker lets a probe through after its cool-down)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert (await store.get(s.sid)) is not None
+                break
+            except StoreUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+        await store.aclose()
+
+    asyncio.run(main())

@@ -392,3 +392,46 @@ def test_driver_runs_scripts_pipelines_and_fanouts(server: Any, aio: bool) -> No
     assert d == [b"all"]  # one reply per primary: one server here
     assert isinstance(e, ErrorReply) and e.code == "CONFLICT" and e.rest == "7"
     assert isinstance(f[0], ErrorReply) and f[0].code == "CONFLICT"
+
+
+def test_get_fast_path(server: Any, backend_kind: str) -> None:
+    """Once the module's PACKED read is settled, a whole `get` is one command
+    with no generator (`StoreCore.get_request`): same answers, same errors,
+    same metrics as the generator path. On the fallback (and while the probe
+    is pending) `get_request` declines and the generator runs."""
+    c = redis.Redis(port=server.port)
+    store: SessionStore[Any] = SessionStore(c, tenant="acme")
+    s = store.create(subject="u", data={"n": 1}, meta={"ip": "1"})
+    assert store.get(s.sid) is not None  # settles the backend and PACKED
+    fast = store._core.get_request(s.sid, True)
+    assert (fast is not None) == (backend_kind == "module")
+    g = store.get(s.sid, touch=True)
+    assert g is not None and g.data == {"n": 1} and g.meta == {"ip": "1"} and g.subject == "u"
+    assert g.last_access >= s.last_access
+    assert store.get("A" * 43) is None
+    with pytest.raises(InvalidSession):
+        store.get("bad sid")
+    assert store.revoke(s.sid, reason="logout")
+    with pytest.raises(Revoked) as e:
+        store.get(s.sid, touch=True)
+    assert e.value.reason == "logout"
+    ops: Any = store.metrics.snapshot()["ops"]
+    assert ops["get"]["calls"] == 5 and ops["get"]["errors"] == {"InvalidSession": 1, "Revoked": 1}
+
+    async def main() -> None:
+        ac = aredis.Redis(port=server.port)
+        astore: AsyncSessionStore[Any] = AsyncSessionStore(ac, tenant="acme")
+        t = await astore.create(data={"n": 2})
+        assert (await astore.get(t.sid)) is not None
+        assert (astore._core.get_request(t.sid, True) is not None) == (backend_kind == "module")
+        a = await astore.get(t.sid, touch=True)
+        assert a is not None and a.data == {"n": 2}
+        await astore.revoke(t.sid)
+        with pytest.raises(Revoked):
+            await astore.get(t.sid)
+        aops: Any = astore.metrics.snapshot()["ops"]
+        assert aops["get"]["calls"] == 3 and aops["get"]["errors"] == {"Revoked": 1}
+        await ac.aclose()
+
+    asyncio.run(main())
+    c.close()

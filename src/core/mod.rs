@@ -7,6 +7,7 @@ pub mod flatmap;
 pub mod index;
 pub mod keys;
 pub mod packed;
+pub mod routing;
 pub mod seal;
 pub mod session;
 pub mod stats;

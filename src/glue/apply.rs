@@ -9,6 +9,8 @@
 //! Also here: the index and counters for what happens to keys outside our
 //! commands (`events`), which go through the same state.
 
+use std::ffi::CStr;
+
 use super::guard::CmdError;
 use super::rm::{self, Ctx, Key, RStr, Slot};
 use super::{config, sealing, state, wire};
@@ -153,4 +155,37 @@ pub fn unindex_value(ctx: Ctx, db: usize, name: &[u8], s: &Session) -> Option<Ve
     let tenant = tenant_of(ctx, name)?;
     let v = Indexed::of(tenant, s)?;
     state::with(|st| (!state::loading() && st.index.remove(db, name, &v)).then(|| tenant.to_vec()))
+}
+
+// --- routing rings ------------------------------------------------------------
+
+/// What a ring write sends to replicas and the AOF (`wire.rs`).
+pub enum RingEffect<'a> {
+    /// The whole ring (membership, states, weights, options, loads).
+    Whole,
+    /// Loads reported at an absolute time: the name/load pairs as received.
+    Loads(i64, &'a [RStr]),
+}
+
+/// Publishes a write already made to the ring `r` held by the key `name`,
+/// a client's (`cmd_ring`) or the primary's effect alike: propagates the
+/// effect with absolute values, signals the key modified (`WATCH`,
+/// client-side caching; a load report too, so a tracking router sees it)
+/// and publishes `event`. Rings have no expiry of their own, no index and
+/// no counters.
+pub fn commit_ring(
+    ctx: Ctx,
+    name: RStr,
+    r: &crate::core::routing::Ring,
+    effect: RingEffect,
+    event: Option<&CStr>,
+) {
+    match effect {
+        RingEffect::Whole => ctx.replicate(&wire::ring_apply(name, &r.encode())),
+        RingEffect::Loads(at, pairs) => ctx.replicate(&wire::ring_loads(name, at, pairs)),
+    }
+    ctx.signal_modified(name);
+    if let Some(event) = event {
+        ctx.notify(event, name);
+    }
 }

@@ -1,6 +1,7 @@
 //! The effect wire format: the internal commands replicas and the AOF
-//! receive (`SESSION.APPLY`, `SESSION.APPLYSET`, `SESSION.APPLYRENEW`, and
-//! the `SESSION.TENANT SET` an AOF rewrite writes), built here and parsed
+//! receive (`SESSION.APPLY`, `SESSION.APPLYSET`, `SESSION.APPLYRENEW`, the
+//! `SESSION.TENANT SET` an AOF rewrite writes, and the routing rings'
+//! `SESSION.RING.APPLY` / `SESSION.RING.APPLYLOAD`), built here and parsed
 //! here, nowhere else. Encoding gives a [`Command`] the module API sends
 //! (`rm::replicate`, `rm::emit_aof`); parsing turns a command's arguments
 //! back into an effect. Both are plain functions over any argument form
@@ -19,6 +20,8 @@ pub const APPLY: &CStr = c"SESSION.APPLY";
 pub const APPLYSET: &CStr = c"SESSION.APPLYSET";
 pub const APPLYRENEW: &CStr = c"SESSION.APPLYRENEW";
 pub const TENANT: &CStr = c"SESSION.TENANT";
+pub const RING_APPLY: &CStr = c"SESSION.RING.APPLY";
+pub const RING_APPLYLOAD: &CStr = c"SESSION.RING.APPLYLOAD";
 
 /// One argument of an outgoing command. `R` is an argument passed on as it
 /// arrived (a client's field write), never copied.
@@ -197,6 +200,56 @@ pub fn rest_of<'a, R: Clone>(w: &'a FieldWrite<'a, R>) -> &'a [R] {
     }
 }
 
+// --- routing rings --------------------------------------------------------
+
+/// `SESSION.RING.APPLY key payload`: a whole encoded ring (the effect of
+/// `RING.SET` and `RING.NODE`, and the AOF rewrite's form).
+pub fn ring_apply<'a, R: Copy>(key: R, payload: &'a [u8]) -> Command<'a, R> {
+    Command::new(RING_APPLY, &[Arg::Raw(key), Arg::Bytes(payload)], &[])
+}
+
+/// `SESSION.RING.APPLYLOAD key at name load [name load ...]`: loads as the
+/// primary recorded them, at its absolute time `at`; the pairs passed on as
+/// the client sent them.
+pub fn ring_loads<'a, R: Copy>(key: R, at: i64, pairs: &'a [R]) -> Command<'a, R> {
+    Command::new(RING_APPLYLOAD, &[Arg::Raw(key), Arg::Int(at)], pairs)
+}
+
+/// The payload of `SESSION.RING.APPLY key payload`.
+pub fn parse_ring_apply<'a, A: Argv<'a> + ?Sized>(args: &A) -> Result<&'a [u8], CmdError> {
+    match args.len() {
+        3 => Ok(args.get(2)),
+        _ => Err(CmdError::Syntax),
+    }
+}
+
+/// Node names and their loads, borrowed from the arguments.
+pub type LoadPairs<'a> = Vec<(&'a [u8], u64)>;
+
+/// `name load` pairs from argument `from` on (`RING.LOAD`'s and the
+/// effect's): each load an integer 0..=`MAX_LOAD`.
+pub fn ring_load_pairs<'a, A: Argv<'a> + ?Sized>(args: &A, from: usize) -> Result<LoadPairs<'a>, CmdError> {
+    let n = args.len().saturating_sub(from);
+    if n == 0 || !n.is_multiple_of(2) {
+        return Err(CmdError::Syntax);
+    }
+    let mut out = Vec::with_capacity(n / 2);
+    for i in (from..args.len()).step_by(2) {
+        let l = parse::at_least(args.get(i + 1), 0)?;
+        if l as u64 > crate::core::routing::MAX_LOAD {
+            return Err(CmdError::NotInteger);
+        }
+        out.push((args.get(i), l as u64));
+    }
+    Ok(out)
+}
+
+/// The arguments of `SESSION.RING.APPLYLOAD key at name load ...`.
+pub fn parse_ring_loads<'a, A: Argv<'a> + ?Sized>(args: &A) -> Result<(i64, LoadPairs<'a>), CmdError> {
+    let at = parse::int(args.get(2))?;
+    Ok((at, ring_load_pairs(args, 3)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,5 +397,35 @@ mod tests {
             onlimit: Some(OnLimit::Reject),
         };
         assert_eq!(tenant_set::<B>(b"t", &full, &mut scratch).unwrap().argc(), 14);
+    }
+
+    #[test]
+    fn ring_effects_round_trip() {
+        let c = ring_apply(&b"ring:web"[..], b"\x01ring");
+        let a = argv(&c);
+        assert_eq!(a[0], b"SESSION.RING.APPLY");
+        assert_eq!(parse_ring_apply(&refs(&a)[..]).unwrap(), &b"\x01ring"[..]);
+        let pairs: Vec<&[u8]> = vec![b"app-1", b"7", b"app-2", b"0"];
+        let c = ring_loads(&b"ring:web"[..], 1_700_000_000_123, &pairs);
+        let a = argv(&c);
+        assert_eq!(a[0], b"SESSION.RING.APPLYLOAD");
+        let (at, loads) = parse_ring_loads(&refs(&a)[..]).unwrap();
+        assert_eq!(at, 1_700_000_000_123);
+        assert_eq!(loads, vec![(&b"app-1"[..], 7), (&b"app-2"[..], 0)]);
+        for bad in [
+            vec![&b"SESSION.RING.APPLYLOAD"[..], b"k", b"1", b"a"],
+            vec![&b"SESSION.RING.APPLYLOAD"[..], b"k", b"1"],
+            vec![&b"SESSION.RING.APPLYLOAD"[..], b"k", b"x", b"a", b"1"],
+            vec![&b"SESSION.RING.APPLYLOAD"[..], b"k", b"1", b"a", b"-1"],
+            vec![
+                &b"SESSION.RING.APPLYLOAD"[..],
+                b"k",
+                b"1",
+                b"a",
+                b"9007199254740992",
+            ],
+        ] {
+            assert!(parse_ring_loads(&bad[..]).is_err(), "{bad:?}");
+        }
     }
 }

@@ -16,7 +16,8 @@ from .errors import CodecError, StoreUnavailable
 from .metrics import Hooks
 from .nearcache import NearCache
 from .policy import OnUnavailable
-from .protocol import Backend, Background, KeySchema, Op, Single
+from .protocol import Backend, Background, Command, KeySchema, Op, Single
+from .replies import check, decode_packed
 from .types import RawSession, Session, TenantSettings, Ttl, _state, frozen_map, ttl_from_raw
 
 D = TypeVar("D")
@@ -55,6 +56,10 @@ def _meta(meta: Mapping[str, str] | None) -> dict[bytes, bytes]:
     return {_btext(k, "meta names"): _btext(v, "meta values") for k, v in meta.items()}
 
 
+_EMPTY: Mapping[str, str] = frozen_map({})
+_STATES = frozenset(("active", "grace"))
+
+
 def _raw_size(raw: RawSession) -> int:
     n = 160 + len(raw.subject)
     for k, v in raw.meta.items():
@@ -83,6 +88,8 @@ class StoreCore(Generic[D]):
         self.cache = cache
         self.on_unavailable = on_unavailable
         self.hooks = hooks
+        #: the backend's one-command whole read (`ModuleBackend.get_command`), if it has one
+        self._get_command = getattr(backend, "get_command", None)
 
     @property
     def tenant(self) -> str:
@@ -91,20 +98,37 @@ class StoreCore(Generic[D]):
     # -- decoding --------------------------------------------------------------------
     def session(self, sid: str, raw: RawSession, cached: bool = False) -> Session[D]:
         return Session(
-            sid=sid,
-            tenant=self.keys.tenant,
-            subject=_text(raw.subject),
-            created=raw.created,
-            version=raw.version,
-            state=_state(raw.state),
-            last_access=raw.last_access,
-            idle_deadline=raw.idle_deadline,
-            absolute_deadline=raw.absolute_deadline,
-            grace_until=raw.grace_until,
-            meta=frozen_map(_text_map(raw.meta)),
-            data=self.codec.decode_data(raw.data),
-            cached=cached,
+            sid,
+            self.keys.tenant,
+            _text(raw.subject),
+            raw.created,
+            raw.version,
+            raw.state if raw.state in _STATES else _state(raw.state),  # type: ignore[arg-type]
+            raw.last_access,
+            raw.idle_deadline,
+            raw.absolute_deadline,
+            raw.grace_until,
+            frozen_map(_text_map(raw.meta)) if raw.meta else _EMPTY,
+            self.codec.decode_data(raw.data),
+            cached,
         )
+
+    # -- the drivers' fast path: one command, no generator -------------------------------
+    def get_request(self, sid: str, touch: bool) -> Command | None:
+        """The single command of a whole ``get`` when no near-cache is in the
+        way and the backend has settled on a one-command read (the module
+        with PACKED), else None: drive `get` instead. Its reply goes to
+        `got`. Raises `InvalidSession` like `get`."""
+        if self.cache is not None or self._get_command is None:
+            return None
+        cmd: Command | None = self._get_command(self.keys.key(sid), touch)
+        return cmd
+
+    def got(self, sid: str, reply: Any) -> Session[D] | None:
+        """The session of a `get_request`'s reply (a StoreUnavailable is the
+        driver's to raise, as `get` would let it through without a cache)."""
+        raw = decode_packed(check(reply))
+        return None if raw is None else self.session(sid, raw)
 
     def cached(self, sid: str, touch: bool) -> tuple[Session[D] | None, Single | None]:
         """The near-cache's fast path, before any generator is built: a

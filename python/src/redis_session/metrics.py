@@ -145,6 +145,9 @@ class Fanout(BaseHooks):
         self.metrics = metrics
         self.hooks = list(hooks)
         self._on_call = [metrics.on_call, *(h.on_call for h in self.hooks if hasattr(h, "on_call"))]
+        if len(self._on_call) == 1:
+            # nobody else listens: a call costs one bound-method call, no fan-out
+            self.on_call = metrics.on_call  # type: ignore[method-assign]
 
     def _each(self, name: str, *args: object) -> None:
         getattr(self.metrics, name)(*args)
@@ -158,10 +161,7 @@ class Fanout(BaseHooks):
                 self.metrics.hook_errors += 1
 
     def on_call(self, op: str, seconds: float, outcome: str) -> None:
-        if len(self._on_call) == 1:
-            self.metrics.on_call(op, seconds, outcome)
-        else:
-            self._each("on_call", op, seconds, outcome)
+        self._each("on_call", op, seconds, outcome)
 
     def on_cache(self, event: str, n: int = 1) -> None:
         self._each("on_cache", event, n)

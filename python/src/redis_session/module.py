@@ -36,6 +36,9 @@ _TENANT_OPTIONS = {
 }
 
 
+_SAFE = Retry.SAFE
+
+
 def _flat(m: Mapping[bytes, bytes]) -> list[Arg]:
     out: list[Arg] = []
     for k, v in m.items():
@@ -78,6 +81,16 @@ class ModuleBackend:
             self.packed = False
         reply = yield Command(args, key, readonly=readonly, retry=Retry.SAFE)
         return decode_map(check(reply))
+
+    def get_command(self, key: bytes, touch: bool) -> Command | None:
+        """The one command of a whole read once ``PACKED`` is known to work
+        (its reply goes to `replies.decode_packed`), else None: the driver's
+        fast path, with no generator. Same command, retry and routing as `get`."""
+        if self.packed is not True:
+            return None
+        if touch:
+            return Command((b"SESSION.GET", key, b"TOUCH", b"PACKED"), key, False, _SAFE)
+        return Command((b"SESSION.GET", key, b"PACKED"), key, True, _SAFE)
 
     def get(
         self, key: bytes, *, touch: bool, fields: Sequence[bytes] | None, nodata: bool

@@ -41,6 +41,8 @@ class _Entry:
 
 Token = tuple[int, int]
 
+_MISS: tuple[None, bool] = (None, False)
+
 
 def _no_event(event: str, n: int) -> None:
     pass
@@ -166,17 +168,18 @@ class NearCache:
         renewal is due at most once per ``touch_resolution`` per session;
         when it is, the entry's deadline estimate moves as the server's will."""
         with self._lock:
-            e = self._entries.get(key)
+            entries = self._entries
+            e = entries.get(key)
             if e is None:
                 self.misses += 1
-                return None, False
+                return _MISS
             now = self._clock()
             if now >= e.expires:
-                del self._entries[key]
+                del entries[key]
                 self._bytes -= e.size
                 self.misses += 1
-                return None, False
-            self._entries.move_to_end(key)
+                return _MISS
+            entries.move_to_end(key)
             self.hits += 1
             if not touch or now - e.renewed_at < self.touch_resolution:
                 return e.session, False

@@ -221,14 +221,32 @@ class SessionStore(Generic[D]):
     ) -> Session[D] | None:
         """The session, None when missing. ``touch`` renews it; ``fresh``
         skips the near-cache. Raises `Revoked`."""
-        if not fresh and fields is None and not nodata:
-            # near-cache hit: no generator, no round trip
-            s, renewal = self._core.cached(sid, touch)
-            if s is not None:
-                if renewal is not None:
-                    self._background(renewal)
-                return s
-            return self._run("get", self._core.get(sid, touch=touch, looked_up=True))
+        core = self._core
+        if fields is None and not nodata:
+            cache = core.cache
+            if cache is not None:
+                if not fresh and type(sid) is str:
+                    # near-cache hit: no generator, no round trip. Only a
+                    # valid sid can be in the cache: the lookup needs no check
+                    key = core.keys.tenant_prefix + sid.encode()
+                    s, renew = cache.hit(key, touch)
+                    if s is not None:
+                        if renew:
+                            self._background(core.backend.renewal(key))
+                        return s
+                    return self._run("get", core.get(sid, touch=touch, looked_up=True))
+            else:
+                # one command, no generator (see `StoreCore.get_request`)
+                t0 = time.perf_counter()
+                try:
+                    req = core.get_request(sid, touch)
+                    s = None if req is None else core.got(sid, self._attempts(req, None))
+                except BaseException as e:
+                    self._hooks.on_call("get", time.perf_counter() - t0, type(e).__name__)
+                    raise
+                if req is not None:
+                    self._hooks.on_call("get", time.perf_counter() - t0, "ok")
+                    return s
         return self._run("get", self._core.get(sid, touch=touch, fields=fields, nodata=nodata, fresh=fresh))
 
     def set(

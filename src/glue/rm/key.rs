@@ -146,3 +146,61 @@ impl Ctx {
         }
     }
 }
+
+// --- routing rings (SPEC §8): the ring type's slot --------------------------
+
+/// The ring type, as registered with Redis (set once at load).
+static RING_TYPE: AtomicPtr<raw::RedisModuleType> = AtomicPtr::new(ptr::null_mut());
+
+pub fn set_ring_type(t: *mut raw::RedisModuleType) {
+    RING_TYPE.store(t, Ordering::Relaxed);
+}
+
+/// What a key holds, seen by the ring commands.
+pub enum RingSlot<'a> {
+    Empty,
+    Ring(&'a mut crate::core::routing::Ring),
+    Other,
+}
+
+impl Key {
+    pub fn ring_slot(&self) -> RingSlot<'_> {
+        if self.ptr.is_null() {
+            return RingSlot::Empty;
+        }
+        unsafe {
+            let kt = api!(RedisModule_KeyType)(self.ptr);
+            if kt == raw::REDISMODULE_KEYTYPE_EMPTY as c_int {
+                return RingSlot::Empty;
+            }
+            if kt != raw::REDISMODULE_KEYTYPE_MODULE as c_int
+                || api!(RedisModule_ModuleTypeGetType)(self.ptr) != RING_TYPE.load(Ordering::Relaxed)
+            {
+                return RingSlot::Other;
+            }
+            let v = api!(RedisModule_ModuleTypeGetValue)(self.ptr).cast::<crate::core::routing::Ring>();
+            match v.as_mut() {
+                Some(r) => RingSlot::Ring(r),
+                None => RingSlot::Empty,
+            }
+        }
+    }
+
+    /// Stores a ring in an empty key.
+    pub fn put_ring(&self, r: Box<crate::core::routing::Ring>) -> bool {
+        let raw_value = Box::into_raw(r);
+        let rc = unsafe {
+            api!(RedisModule_ModuleTypeSetValue)(
+                self.ptr,
+                RING_TYPE.load(Ordering::Relaxed),
+                raw_value.cast::<c_void>(),
+            )
+        };
+        if rc != raw::REDISMODULE_OK as c_int {
+            // Redis did not take ownership.
+            drop(unsafe { Box::from_raw(raw_value) });
+            return false;
+        }
+        true
+    }
+}

@@ -20,7 +20,7 @@ pub mod propagate;
 pub mod register;
 pub mod reply;
 
-pub use key::{Key, OwnedStr, Slot};
+pub use key::{Key, OwnedStr, RingSlot, Slot};
 
 /// Calls a Redis module API function pointer checked by [`check_api`].
 macro_rules! api {

@@ -149,6 +149,13 @@ class AutoBackend:
         )
         return r
 
+    def get_command(self, key: bytes, touch: bool) -> Command | None:
+        """The module's one-command read once the module is chosen (not while
+        migrating: a key may still be a fallback hash), else None."""
+        if self.chosen is self.module and not self.migrating:
+            return self.module.get_command(key, touch)
+        return None
+
     def set(
         self,
         key: bytes,
