@@ -102,3 +102,24 @@ def _cmd(args: tuple[Any, ...]) -> tuple[Any, ...]:
     if isinstance(a, bytes):
         return (a.decode(), *args[1:])
     return args
+
+
+def slot_owners(client: Any) -> list[Any]:
+    """The primaries a keyless command fans out to: the nodes owning a slot
+    in the client's slot map (each slot's first node), sync or asyncio
+    cluster client alike. Not `get_primaries()`: that filters on each
+    node's `server_type`, which redis-py (5.x) flips while it follows a
+    MOVED, unlocked, from several threads at once — two threads following
+    MOVEDs of one failover can leave the new primary marked a replica, and a
+    fan-out would then skip its whole shard (redis/redis-py#3803). The slot
+    map is what keyed commands are routed by, so the fan-out follows it."""
+    nm = client.nodes_manager
+    owners: dict[str, Any] = {}
+    seen: set[int] = set()
+    for nodes in list(nm.slots_cache.values()):
+        # the slots of one range share one list: look at each list once
+        if id(nodes) in seen or not nodes:
+            continue
+        seen.add(id(nodes))
+        owners.setdefault(nodes[0].name, nodes[0])
+    return list(owners.values()) or list(client.get_primaries())

@@ -12,7 +12,7 @@ import redis.asyncio as aredis
 from redis.client import NEVER_DECODE
 from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 
-from ._driver import Options, _cmd, error_reply, is_async_cluster, is_transient, unavailable
+from ._driver import Options, _cmd, error_reply, is_async_cluster, is_transient, slot_owners, unavailable
 from .codecs import Codec, MsgpackCodec
 from .core import StoreCore
 from .errors import StoreUnavailable
@@ -362,7 +362,7 @@ class AsyncSessionStore(Generic[D]):
             if not is_transient(e):
                 raise
             raise unavailable(e) from e
-        primaries = self._client.get_primaries()
+        primaries = slot_owners(self._client)
         return list(await asyncio.gather(*(self._attempts(req, n) for n in primaries)))
 
     def _target(self, req: Single, node: Any) -> dict[str, Any]:

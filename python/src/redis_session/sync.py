@@ -13,7 +13,7 @@ import redis
 from redis.client import NEVER_DECODE
 from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 
-from ._driver import Options, _cmd, error_reply, is_sync_cluster, is_transient, unavailable
+from ._driver import Options, _cmd, error_reply, is_sync_cluster, is_transient, slot_owners, unavailable
 from .codecs import Codec, MsgpackCodec
 from .core import StoreCore
 from .errors import StoreUnavailable
@@ -373,7 +373,7 @@ class SessionStore(Generic[D]):
         if now - self._topology_at > self.topology_refresh:
             self._topology_at = now
             self._refresh_topology()
-        primaries = self._client.get_primaries()
+        primaries = slot_owners(self._client)
         return [self._attempts(req, node) for node in primaries]
 
     def _target(self, req: Single, node: Any) -> dict[str, Any]:
