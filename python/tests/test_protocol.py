@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -314,3 +315,24 @@ def test_breaker_and_retry_policy() -> None:
     assert p.delay(1, lambda: 1.0) == pytest.approx(0.1)
     assert p.delay(2, lambda: 1.0) == pytest.approx(0.15)
     assert p.delay(5, lambda: 0.5) == pytest.approx(0.075)
+
+
+def _raise_from(filename: str) -> BaseException:
+    """An AttributeError whose innermost frame is in ``filename``."""
+    scope: dict[str, Any] = {}
+    exec(compile("def f():\n    return None.feed\n", filename, "exec"), scope)
+    try:
+        scope["f"]()
+    except AttributeError as e:
+        return e
+    raise AssertionError("no exception")
+
+
+def test_a_fault_inside_redis_py_counts_as_a_lost_connection() -> None:
+    from redis_session._driver import client_fault, is_transient
+
+    inside = _raise_from(os.path.join(os.sep, "site-packages", "redis", "_parsers", "hiredis.py"))
+    ours = _raise_from(os.path.join(os.sep, "src", "redis_session", "sync.py"))
+    assert client_fault(inside) and is_transient(inside)
+    assert not client_fault(ours) and not is_transient(ours)
+    assert not client_fault(KeyboardInterrupt())

@@ -149,7 +149,9 @@ def test_route_cookie_and_middleware(server: Any) -> None:
 
     with Router(r, "ring:web", interval=0.2) as router:
         sid = IDS[3]
-        home = router.route(sid)
+        routed = router.route(sid)
+        assert routed is not None
+        home: str = routed
         other = "b" if home == "a" else "a"
         assert c.decide(router, sid, None) == (home, c.header(home))
         assert c.decide(router, sid, c.value(home)) == (home, None)
@@ -179,7 +181,7 @@ def test_router_on_a_plain_client(make_server_any: Any) -> None:
     # (on a 3-primary cluster: integration/test_routing.py::test_cluster_rings)
     srv = make_server_any(name="router-plain")
     r = redis.Redis(port=srv.port)
-    r.execute_command("SESSION.RING.SET", "ring:web", "NODE", "a", 1)
+    r.execute_command("SESSION.RING.SET", "ring:web", "NODE", "a", 1)  # type: ignore[no-untyped-call]
     with Router(r, "ring:web") as router:
         assert router.route("x") == "a"
     r.close()

@@ -4,6 +4,7 @@ reply of an exception, option plumbing. No I/O here."""
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,11 +29,31 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 )
 
 
+_REDIS_PY = f"{os.sep}redis{os.sep}"
+
+
+def client_fault(e: BaseException) -> bool:
+    """An exception other than redis-py's own raised inside redis-py: its 5.x
+    cluster client, shared by threads, can hand one thread a connection
+    another thread tore down (``AttributeError: 'NoneType' object has no
+    attribute 'feed'``). The call failed on the client's side, as with a
+    dropped connection, so it is treated as one. Our own code's exceptions
+    (frames outside redis-py) are never caught this way."""
+    if not isinstance(e, Exception) or isinstance(e, (rex.RedisError, OSError)):
+        return False
+    tb = e.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return _REDIS_PY in tb.tb_frame.f_code.co_filename
+
+
 def is_transient(e: BaseException) -> bool:
     if isinstance(e, TRANSIENT):
         return True
     # anything redis-py raises that is not an error reply
-    return isinstance(e, rex.RedisError) and not isinstance(e, rex.ResponseError)
+    return (isinstance(e, rex.RedisError) and not isinstance(e, rex.ResponseError)) or client_fault(e)
 
 
 def error_reply(e: rex.ResponseError, retried: bool) -> ErrorReply:
