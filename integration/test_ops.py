@@ -492,6 +492,8 @@ def test_runbook_key_rotation(make_server, tmp_path):
     keys = [new_key("acme") for _ in range(10)]
     for k in keys:
         r.execute_command("SESSION.CREATE", k, "DATA", "secret", "v-" + k[-6:])
+    # replication is asynchronous: the replica holds the ten before the runbook starts
+    assert r.execute_command("WAIT", 1, 10000) == 1
     out = run_runbook("key-rotation", {
         "KEYFILE": keyfile, "PRIMARY_HOST": "127.0.0.1", "PRIMARY_PORT": primary.port,
         "REPLICA_HOST": "127.0.0.1", "REPLICA_PORT": replica.port,
@@ -501,9 +503,12 @@ def test_runbook_key_rotation(make_server, tmp_path):
     new_id = lines[0].split(":")[0]
     assert new_id in out
     for s in (primary, replica):
-        info = s.info("session")
-        assert to_str(info["session_keyring_active"]) == new_id
-        assert info[f"session_sealed_values_{new_id}"] == 10
+        def rotated(s=s):
+            info = s.info("session")
+            return (to_str(info["session_keyring_active"]) == new_id
+                    and info.get(f"session_sealed_values_{new_id}") == 10)
+
+        wait_for(rotated, 10, what=f"{s.name}: ten values counted under the new key")
     # What the server wrote since opens with the new key alone.
     primary.restart()
     r = primary.client()
